@@ -1,0 +1,1 @@
+"""The contracts: Avro schemas and codecs, topic names, settings, errors."""

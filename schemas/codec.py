@@ -1,0 +1,264 @@
+"""Avro single-object encoding of our records, and JSON events validated the same way.
+
+Wire format (Avro spec, "Single-object encoding"): ``C3 01``, the 8-byte little-endian
+CRC-64-AVRO fingerprint of the writer schema's parsing canonical form, then the Avro
+binary body. Any client holding ``schemas/avro`` can decode it.
+
+Schemas are parsed once, at import. Readers also know every historical version of a
+schema (``avro/history``) by fingerprint and resolve old bytes to the current shape.
+Evolution rule: a new version may only add fields *with defaults* (or remove fields that
+had defaults), never change a field's type except by Avro promotion, and bumps the
+``schema_version`` default; its predecessor moves to ``avro/history/<name>.v<N>.avsc``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+from datetime import datetime
+from functools import cached_property
+from importlib import resources
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+from fastavro.validation import validate
+
+from schemas.errors import SchemaError
+
+MAGIC = b"\xc3\x01"
+HEADER_LEN = len(MAGIC) + 8
+
+# record name -> .avsc file stem
+RECORD_FILES = {
+    "Event": "event",
+    "DriftAlert": "drift_alert",
+    "DriftStat": "drift_stat",
+    "DeadLetter": "dead_letter",
+    "RetrainRequest": "retrain_request",
+    "RetrainResult": "retrain_result",
+}
+
+
+def _strip_logical_types(node: Any) -> Any:
+    """Drop logicalType so timestamps stay epoch-millis ints in Python.
+
+    The parsing canonical form ignores logicalType, so fingerprints are unchanged.
+    """
+    if isinstance(node, dict):
+        return {k: _strip_logical_types(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_strip_logical_types(v) for v in node]
+    return node
+
+
+def _load_json(relpath: str) -> dict[str, Any]:
+    return json.loads(resources.files("schemas").joinpath("avro", relpath).read_text())
+
+
+class RecordCodec:
+    """Encoder/decoder for one record type, holding the parsed schemas."""
+
+    def __init__(self, name: str, schema_json: dict[str, Any], history: list[dict[str, Any]] = ()):
+        self.name = name
+        self.schema_json = schema_json
+        self.schema = parse_schema(_strip_logical_types(copy.deepcopy(schema_json)))
+        self.fingerprint = self._fingerprint(self.schema)
+        self._writers: dict[bytes, Any] = {self.fingerprint: None}  # None: same as reader
+        for old in history:
+            parsed = parse_schema(_strip_logical_types(copy.deepcopy(old)))
+            self._writers[self._fingerprint(parsed)] = parsed
+        self.header = MAGIC + self.fingerprint
+
+    @staticmethod
+    def _fingerprint(parsed: Any) -> bytes:
+        return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+
+    @cached_property
+    def version(self) -> int:
+        return next(f["default"] for f in self.schema_json["fields"] if f["name"] == "schema_version")
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        out = io.BytesIO()
+        out.write(self.header)
+        try:
+            schemaless_writer(out, self.schema, record, strict_allow_default=True)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SchemaError(f"{self.name} does not match its schema: {exc}") from exc
+        return out.getvalue()
+
+    def encode_with(self, record: dict[str, Any], writer_schema_json: dict[str, Any]) -> bytes:
+        """Encode with another (e.g. older) schema version; used to test evolution."""
+        parsed = parse_schema(_strip_logical_types(copy.deepcopy(writer_schema_json)))
+        out = io.BytesIO()
+        out.write(MAGIC + self._fingerprint(parsed))
+        schemaless_writer(out, parsed, record)
+        return out.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        if len(data) < HEADER_LEN or data[:2] != MAGIC:
+            raise SchemaError(
+                f"{self.name}: not Avro single-object encoding (expected marker C3 01 and an 8-byte "
+                f"fingerprint, got {data[:10].hex() or 'empty'})"
+            )
+        fp = data[2:HEADER_LEN]
+        if fp not in self._writers:
+            raise SchemaError(
+                f"{self.name}: unknown schema fingerprint {fp.hex()}; known: "
+                f"{', '.join(f.hex() for f in self._writers)}"
+            )
+        writer = self._writers[fp]
+        body = io.BytesIO(data[HEADER_LEN:])
+        try:
+            if writer is None:
+                record = schemaless_reader(body, self.schema, None)
+            else:
+                record = schemaless_reader(body, writer, self.schema)
+        except Exception as exc:  # fastavro raises many types on corrupt input
+            raise SchemaError(f"{self.name}: corrupt Avro body: {type(exc).__name__}: {exc}") from exc
+        if body.tell() != len(data) - HEADER_LEN:
+            raise SchemaError(f"{self.name}: {len(data) - HEADER_LEN - body.tell()} trailing bytes after the record")
+        return record
+
+    def validate(self, record: dict[str, Any]) -> None:
+        try:
+            validate(record, self.schema, raise_errors=True, strict=False)
+        except Exception as exc:
+            raise SchemaError(f"{self.name} does not match its schema: {exc}") from exc
+
+
+def _load_codecs() -> dict[str, RecordCodec]:
+    codecs = {}
+    history_dir = resources.files("schemas").joinpath("avro", "history")
+    for name, stem in RECORD_FILES.items():
+        history = [
+            json.loads(p.read_text())
+            for p in sorted(history_dir.iterdir(), key=lambda p: p.name)
+            if p.name.startswith(f"{stem}.v") and p.name.endswith(".avsc")
+        ]
+        codecs[name] = RecordCodec(name, _load_json(f"{stem}.avsc"), history)
+    return codecs
+
+
+CODECS: dict[str, RecordCodec] = _load_codecs()
+EVENT = CODECS["Event"]
+ALERT = CODECS["DriftAlert"]
+STAT = CODECS["DriftStat"]
+DEAD_LETTER = CODECS["DeadLetter"]
+RETRAIN_REQUEST = CODECS["RetrainRequest"]
+RETRAIN_RESULT = CODECS["RetrainResult"]
+
+
+# --------------------------------------------------------------------------------------
+# Events: Avro or JSON on the input topic, both validated against the Event schema.
+# --------------------------------------------------------------------------------------
+
+_EVENT_FIELDS = {f["name"] for f in EVENT.schema_json["fields"]}
+
+
+def _event_time_ms(value: Any) -> int:
+    if isinstance(value, bool):
+        raise SchemaError("event_time: expected epoch milliseconds (int) or an ISO-8601 string, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise SchemaError(f"event_time: {value!r} is not ISO-8601 nor epoch milliseconds") from exc
+        if dt.tzinfo is None:
+            raise SchemaError(f"event_time: {value!r} has no timezone; add 'Z' or an offset")
+        return int(dt.timestamp() * 1000)
+    raise SchemaError(f"event_time: expected epoch milliseconds (int) or an ISO-8601 string, got {value!r}")
+
+
+def _numeric_map(name: str, value: Any) -> dict[str, float | None]:
+    if not isinstance(value, dict):
+        raise SchemaError(f"{name}: expected an object of name -> number, got {type(value).__name__}")
+    out: dict[str, float | None] = {}
+    for key, v in value.items():
+        if v is None:
+            out[key] = None
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = float(v)
+        else:
+            raise SchemaError(f"{name}.{key}: expected a number or null, got {v!r}")
+    return out
+
+
+def normalize_event(obj: Any) -> dict[str, Any]:
+    """Check a JSON-like event and coerce it to the Event schema's Python shape."""
+    if not isinstance(obj, dict):
+        raise SchemaError(f"event: expected a JSON object, got {type(obj).__name__}")
+    unknown = set(obj) - _EVENT_FIELDS
+    if unknown:
+        raise SchemaError(f"event: unknown field(s) {sorted(unknown)}; accepted: {sorted(_EVENT_FIELDS)}")
+    missing = [f for f in ("event_id", "event_time", "model", "slice") if obj.get(f) in (None, "")]
+    if missing:
+        raise SchemaError(f"event: required field(s) missing or empty: {missing}")
+    for f in ("event_id", "model", "slice"):
+        if not isinstance(obj[f], str):
+            raise SchemaError(f"{f}: expected a string, got {obj[f]!r}")
+    categorical = obj.get("categorical") or {}
+    if not isinstance(categorical, dict) or not all(v is None or isinstance(v, str) for v in categorical.values()):
+        raise SchemaError("categorical: expected an object of name -> string or null")
+    prediction = obj.get("prediction")
+    if prediction is not None:
+        if isinstance(prediction, bool) or not isinstance(prediction, (int, float)):
+            raise SchemaError(f"prediction: expected a number or null, got {prediction!r}")
+        prediction = float(prediction)
+    label = obj.get("label")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, (int, float))):
+        raise SchemaError(f"label: expected an int, a number or null, got {label!r}")
+    event = {
+        "schema_version": EVENT.version,
+        "event_id": obj["event_id"],
+        "event_time": _event_time_ms(obj["event_time"]),
+        "model": obj["model"],
+        "slice": obj["slice"],
+        "features": _numeric_map("features", obj.get("features") or {}),
+        "categorical": dict(categorical),
+        "prediction": prediction,
+        "label": label,
+    }
+    if not -(2**63) <= event["event_time"] < 2**63:
+        raise SchemaError(f"event_time: {event['event_time']} out of range for a 64-bit long")
+    if not -(2**31) <= (label if isinstance(label, int) else 0) < 2**31:
+        label = float(label)
+        event["label"] = label
+    EVENT.validate(event)
+    return event
+
+
+def parse_json_event(data: bytes | str) -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"event: invalid JSON: {exc}") from exc
+    return normalize_event(obj)
+
+
+def decode_event(data: bytes | None) -> dict[str, Any]:
+    """Decode an input-topic message: Avro single-object or a JSON object."""
+    if not data:
+        raise SchemaError("event: empty message; expected Avro single-object encoding or a JSON object")
+    if data[:2] == MAGIC:
+        event = EVENT.decode(data)
+    elif data.lstrip()[:1] == b"{":
+        return parse_json_event(data)
+    else:
+        raise SchemaError(
+            f"event: neither Avro single-object encoding (marker C3 01) nor a JSON object "
+            f"(first bytes {data[:8].hex()})"
+        )
+    if not event["slice"] or not event["model"]:
+        raise SchemaError("event: model and slice must be non-empty")
+    return event
+
+
+def is_missing(value: float | None) -> bool:
+    return value is None or math.isnan(value)

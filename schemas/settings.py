@@ -1,0 +1,153 @@
+"""The one settings model of every process (env prefix ``DRIFT_``).
+
+Build it once at start (:func:`load_settings`) and pass it down explicitly; nothing
+deeper in the code reads the environment. Invalid values fail here, naming the
+environment variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.errors import ConfigError
+from schemas.topics import Topics
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DRIFT_", extra="forbid", validate_default=True)
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port...]")
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    topic_prefix: str = Field("drift", pattern=r"^[A-Za-z0-9._-]+$")
+    events_partitions: int = Field(3, ge=1, le=1024)
+    alerts_partitions: int = Field(3, ge=1, le=1024)
+    other_partitions: int = Field(3, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1, le=16)
+    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=60_000)
+
+    # --- local broker (driftctl up) -----------------------------------------------------
+    run_dir: Path = Path(".run")
+    kafka_version: str = "3.9.1"
+    broker_heap: str = "512m"
+
+    # --- ClickHouse ---------------------------------------------------------------------
+    clickhouse_dsn: SecretStr = Field(
+        SecretStr(""),
+        description="'' (embedded chdb under run_dir/clickhouse), chdb:PATH, or clickhouse://user:pass@host:8123/db",
+    )
+
+    # --- streams --------------------------------------------------------------------------
+    app_id: str = Field("drift-streams", pattern=r"^[A-Za-z0-9._-]+$")
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    app_version: str = "0.1.0"
+    detector: str = "adwin"
+    adwin_delta: float = Field(0.002, gt=0, lt=1)
+    warmup_events: int = Field(100, ge=0, description="events per (slice, feature) before alerts may fire")
+    cooldown_events: int = Field(500, ge=0, description="events per (slice, feature) after an alert before the next")
+    stats_every_events: int = Field(1000, ge=1)
+    snapshot_every_events: int = Field(2000, ge=1)
+    snapshot_every_seconds: float = Field(10.0, gt=0)
+    stream_batch_size: int = Field(500, ge=1)
+    stream_batch_seconds: float = Field(0.2, gt=0)
+    streams_web_port: int = Field(6066, ge=0, le=65535)
+
+    # --- sink ----------------------------------------------------------------------------
+    sink_group: str = "drift-sink"
+    sink_batch_size: int = Field(500, ge=1)
+    sink_flush_seconds: float = Field(1.0, gt=0)
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_ports(cls, v: str) -> str:
+        for part in v.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> "Settings":
+        if self.kafka_security_protocol.startswith("SASL"):
+            if not (self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password):
+                raise ValueError(
+                    "kafka_security_protocol SASL_* needs DRIFT_KAFKA_SASL_MECHANISM, "
+                    "DRIFT_KAFKA_SASL_USERNAME and DRIFT_KAFKA_SASL_PASSWORD"
+                )
+        return self
+
+    # --- derived --------------------------------------------------------------------------
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    @property
+    def bootstrap_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
+
+    @property
+    def clickhouse_path(self) -> Path:
+        return self.run_dir / "clickhouse"
+
+    def confluent_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka properties for confluent-kafka clients, security included."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol.lower(),
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+            conf["sasl.username"] = self.kafka_sasl_username
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+        for key, value in (
+            ("ssl.ca.location", self.kafka_ssl_cafile),
+            ("ssl.certificate.location", self.kafka_ssl_certfile),
+            ("ssl.key.location", self.kafka_ssl_keyfile),
+        ):
+            if value:
+                conf[key] = str(value)
+        if self.kafka_ssl_key_password:
+            conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        conf.update(extra)
+        return conf
+
+    def producer_config(self, **extra: Any) -> dict[str, Any]:
+        """Durable producer settings, explicit because client defaults differ."""
+        return self.confluent_config(
+            **{"acks": "all", "enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"}, **extra
+        )
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    field = str(loc[0]) if loc else "settings"
+    return f"DRIFT_{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (plus overrides), failing with the key named."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = _env_name(err.get("loc", ())) if err.get("loc") else "settings"
+            value = err.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            problems.append(f"{name}: {err['msg']}{shown}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
