@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     app_version: str = "0.1.0"
     detector: str = "adwin"
-    adwin_delta: float = Field(0.002, gt=0, lt=1)
+    adwin_delta: float = Field(1e-5, gt=0, lt=1, description="ADWIN confidence; small keeps false alarms under 1 per million")
     warmup_events: int = Field(100, ge=0, description="events per (slice, feature) before alerts may fire")
     cooldown_events: int = Field(500, ge=0, description="events per (slice, feature) after an alert before the next")
     stats_every_events: int = Field(1000, ge=1)

@@ -1,0 +1,182 @@
+"""``driftctl``: bring the system up, run it, feed it, watch it."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from schemas.errors import DriftError
+from schemas.settings import Settings, load_settings
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.store import apply_schema, open_clickhouse
+    from deploy.broker import LocalBroker
+    from deploy.topics_admin import ensure_topics
+
+    broker = LocalBroker(settings)
+    broker.up()
+    created = ensure_topics(settings)
+    apply_schema(open_clickhouse(settings))
+    print(f"broker up at {settings.kafka_bootstrap}; topics created: {', '.join(created) or 'none (all existed)'}")
+    print("ClickHouse schema applied")
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.broker import LocalBroker
+
+    LocalBroker(settings).down()
+    print("broker stopped")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.broker import LocalBroker
+
+    status = LocalBroker(settings).status()
+    try:
+        from consumers.store import open_clickhouse, query
+
+        cols, rows = query(open_clickhouse(settings), "SELECT name FROM system.tables WHERE database = currentDatabase()")
+        status["clickhouse"] = {"reachable": True, "tables": sorted(r[0] for r in rows)}
+    except Exception as exc:  # noqa: BLE001 - status reports, never fails
+        status["clickhouse"] = {"reachable": False, "error": str(exc)}
+    print(json.dumps(status, indent=2, default=str))
+    return 0 if status.get("running") else 1
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.services import SERVICES, start_services
+
+    names = tuple(args.only.split(",")) if args.only else SERVICES
+    group = start_services(settings, names)
+    print(f"running {', '.join(names)}; Ctrl-C stops them", file=sys.stderr)
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    while not stopping:
+        dead = [n for n, ok in group.alive().items() if not ok]
+        if dead:
+            print(f"service(s) exited: {', '.join(dead)}; stopping the rest", file=sys.stderr)
+            break
+        time.sleep(0.5)
+    codes = group.stop()
+    print(f"stopped: {codes}", file=sys.stderr)
+    return 0 if stopping and all(c in (0, -signal.SIGTERM) for c in codes.values()) else 1
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.produce import produce_file
+
+    n = produce_file(settings, Path(args.file))
+    print(f"delivered {n} events to {settings.topics.events}", file=sys.stderr)
+    return 0
+
+
+def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.alert_tail import print_json, tail_alerts
+
+    def show_table(alert: dict) -> None:
+        print(f"{alert['alert_type']:<18} {alert['severity']:<6} {alert['model']}/{alert['slice']}/{alert['feature']} "
+              f"{alert['detector']} stat={alert['statistic']:.4g} thr={alert['threshold']:.4g} id={alert['alert_id']}")
+
+    tail_alerts(
+        settings,
+        print_json(sys.stdout) if args.json else show_table,
+        from_beginning=args.from_beginning,
+        follow=args.follow,
+        idle_timeout=args.timeout,
+        on_error=lambda e: print(f"warning: {e}", file=sys.stderr),
+    )
+    return 0
+
+
+def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.store import open_clickhouse, query
+
+    cols, rows = query(open_clickhouse(settings), args.sql)
+    write_rows(cols, rows, args.format, sys.stdout)
+    return 0
+
+
+def write_rows(cols: list[str], rows: list[tuple], fmt: str, out) -> None:
+    if fmt == "json":
+        json.dump([dict(zip(cols, r)) for r in rows], out, default=str)
+        out.write("\n")
+    elif fmt == "csv":
+        w = csv.writer(out)
+        w.writerow(cols)
+        w.writerows(rows)
+    else:
+        cells = [[str(c) for c in cols]] + [[str(v) for v in r] for r in rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+        for n, row in enumerate(cells):
+            out.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
+            if n == 0:
+                out.write("  ".join("-" * w for w in widths) + "\n")
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.demo import run_demo
+
+    return run_demo(settings, events_per_slice=args.events_per_slice)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="driftctl", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the local broker, create topics, apply the ClickHouse schema").set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop the local broker").set_defaults(fn=cmd_down)
+    sub.add_parser("status", help="broker, topics and ClickHouse as JSON").set_defaults(fn=cmd_status)
+    r = sub.add_parser("run", help="all services in the foreground; Ctrl-C stops them")
+    r.add_argument("--only", help="comma-separated subset: streams,sink")
+    r.set_defaults(fn=cmd_run)
+    pr = sub.add_parser("produce", help="JSON-lines events to the events topic")
+    pr.add_argument("--file", required=True)
+    pr.set_defaults(fn=cmd_produce)
+    a = sub.add_parser("alerts", help="decoded alerts, one per line")
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
+    a.add_argument("--from-beginning", action="store_true")
+    a.add_argument("--follow", action="store_true", help="keep waiting for new alerts")
+    a.add_argument("--timeout", type=float, default=10.0, help="exit after this many idle seconds")
+    a.set_defaults(fn=cmd_alerts)
+    q = sub.add_parser("query", help="monitoring SQL against the configured ClickHouse")
+    q.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    q.add_argument("sql")
+    q.set_defaults(fn=cmd_query)
+    d = sub.add_parser("demo", help="the whole story end to end on synthetic data")
+    d.add_argument("--events-per-slice", type=int, default=3000)
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        return args.fn(load_settings(), args)
+    except DriftError as exc:
+        print(f"driftctl {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

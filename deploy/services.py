@@ -1,0 +1,103 @@
+"""Run the long-lived services, each in its own process.
+
+Separate processes because faust owns an asyncio loop, the sink owns the embedded
+ClickHouse engine (one per data path per process), and a crash in one must not take the
+others down. ``python -m deploy.services NAME`` runs one service in the foreground.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas.settings import Settings, load_settings
+
+SERVICES = ("streams", "sink")
+log = logging.getLogger(__name__)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that hands these settings to a child process."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"DRIFT_{name.upper()}"] = str(value)
+    return env
+
+
+@dataclass
+class ServiceGroup:
+    """Child processes started together and stopped together."""
+
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def alive(self) -> dict[str, bool]:
+        return {name: p.poll() is None for name, p in self.procs.items()}
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int]:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        codes = {}
+        for name, p in self.procs.items():
+            try:
+                codes[name] = p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0fs; killing it", name, timeout)
+                p.kill()
+                codes[name] = p.wait()
+        return codes
+
+
+def start_services(settings: Settings, names: tuple[str, ...] = SERVICES, log_dir: Path | None = None) -> ServiceGroup:
+    env = settings_env(settings)
+    group = ServiceGroup()
+    for name in names:
+        out = None
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(log_dir / f"{name}.log", "ab")
+        group.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "deploy.services", name], env=env, stdout=out, stderr=subprocess.STDOUT if out else None
+        )
+    return group
+
+
+def _run_sink(settings: Settings) -> None:
+    from consumers.sink import ClickHouseSink
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    ClickHouseSink(settings).run(stop)
+
+
+def run_one(name: str, settings: Settings) -> None:
+    if name == "streams":
+        from streams.worker import run
+
+        run(settings)
+    elif name == "sink":
+        _run_sink(settings)
+    else:
+        raise SystemExit(f"unknown service {name!r}; valid: {', '.join(SERVICES)}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_one(sys.argv[1] if len(sys.argv) > 1 else "", load_settings())
+
+
+if __name__ == "__main__":
+    main()
