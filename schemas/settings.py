@@ -129,9 +129,8 @@ class Settings(BaseSettings):
 
     def producer_config(self, **extra: Any) -> dict[str, Any]:
         """Durable producer settings, explicit because client defaults differ."""
-        return self.confluent_config(
-            **{"acks": "all", "enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"}, **extra
-        )
+        defaults = {"acks": "all", "enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"}
+        return self.confluent_config(**{**defaults, **extra})
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:

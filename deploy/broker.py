@@ -1,0 +1,487 @@
+"""A real Apache Kafka broker on 127.0.0.1 for local runs and tests (no Docker).
+
+KRaft mode, one JVM acting as broker and controller, assembled from Maven Central
+(``deploy/kafka/pom.xml``). Everything lives under ``<run_dir>/kafka``::
+
+    lib/              jars from `mvn dependency:copy-dependencies` (downloaded once)
+    data/             log.dirs (topic data and the KRaft metadata log)
+    server.properties written on every `up()`
+    cluster.id        the KRaft cluster id, chosen once; storage is formatted once
+    broker.pid        pid of the running JVM
+    broker.log        the broker's stdout/stderr (log4j to console)
+
+Run by hand: ``python -m deploy.broker up|down|status``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import ConfigError, InfraError
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KAFKA_CONF_DIR = Path(__file__).resolve().parent / "kafka"
+POM = KAFKA_CONF_DIR / "pom.xml"
+LOG4J = KAFKA_CONF_DIR / "log4j.properties"
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+MIN_JAVA = 11  # Kafka 3.9 brokers need Java 11+, 17 recommended
+_JARS_MARKER = ".complete"
+
+
+class LocalBroker:
+    """Start, stop and inspect the local single-node KRaft broker of ``settings``.
+
+    ``lib_dir`` overrides where the jars live (tests share one jar dir across sessions
+    while keeping data in a temporary run dir).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        lib_dir: Path | str | None = None,
+        start_timeout: float = 60.0,
+        stop_timeout: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.home = Path(settings.run_dir).resolve() / "kafka"
+        self.lib_dir = Path(lib_dir).resolve() if lib_dir else self.home / "lib"
+        self.data_dir = self.home / "data"
+        self.properties = self.home / "server.properties"
+        self.pid_file = self.home / "broker.pid"
+        self.log_file = self.home / "broker.log"
+        self.cluster_id_file = self.home / "cluster.id"
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        first = settings.kafka_bootstrap.split(",")[0].strip()
+        self.host, _, port = first.rpartition(":")
+        self.port = int(port)
+
+    # ------------------------------------------------------------------ jars
+    def ensure_jars(self) -> Path:
+        """Download the broker's jars with Maven into ``lib_dir`` unless already there."""
+        version = self.settings.kafka_version
+        if self._jars_present(version):
+            return self.lib_dir
+        mvn = shutil.which("mvn")
+        if not mvn:
+            raise InfraError(
+                "mvn (Apache Maven) not found on PATH; it fetches the Kafka broker jars. "
+                "Install it (apt-get install maven, or `make deps` as root)."
+            )
+        self._java()  # Maven needs a JDK/JRE as well; fail with our message, not its.
+        self.lib_dir.parent.mkdir(parents=True, exist_ok=True)
+        with _flock(self.lib_dir.parent / ".lib.lock"):
+            if self._jars_present(version):  # another process finished while we waited
+                return self.lib_dir
+            partial = self.lib_dir.with_name(self.lib_dir.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            cmd = [
+                mvn, "-q", "-B", "-f", str(POM),
+                f"-Dkafka.version={version}",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={partial}",
+            ]  # fmt: skip
+            log.info("fetching Kafka %s jars with Maven into %s (first run only)", version, self.lib_dir)
+            started = time.monotonic()
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, check=False)
+            except subprocess.TimeoutExpired as exc:
+                raise InfraError(f"mvn did not finish within {exc.timeout:.0f}s: {' '.join(cmd)}") from exc
+            if proc.returncode != 0 or not (partial / f"kafka_2.13-{version}.jar").exists():
+                out = _tail_text((proc.stdout or "") + (proc.stderr or ""), 40)
+                raise InfraError(
+                    f"mvn could not fetch Kafka {version} (exit {proc.returncode}); is Maven Central "
+                    f"reachable (or ~/.m2 populated)?\n$ {' '.join(cmd)}\n{out}"
+                )
+            (partial / _JARS_MARKER).write_text(version + "\n")
+            shutil.rmtree(self.lib_dir, ignore_errors=True)
+            partial.rename(self.lib_dir)
+            log.info("Kafka jars ready in %.1fs", time.monotonic() - started)
+        return self.lib_dir
+
+    def _jars_present(self, version: str) -> bool:
+        marker = self.lib_dir / _JARS_MARKER
+        return (
+            marker.is_file()
+            and marker.read_text().strip() == version
+            and (self.lib_dir / f"kafka_2.13-{version}.jar").is_file()
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def up(self) -> dict[str, Any]:
+        """Start the broker (format storage on first use) and wait until it answers.
+
+        A no-op when it is already running and answering. Returns :meth:`status`.
+        """
+        self._check_local()
+        self.home.mkdir(parents=True, exist_ok=True)
+        with _flock(self.home / ".lock"):
+            pid = self._running_pid()
+            if pid is not None:
+                self._wait_ready(pid, log_offset=0)
+                return self.status()
+            self.pid_file.unlink(missing_ok=True)  # stale
+            if not _port_free(self.port):
+                raise InfraError(
+                    f"port {self.port} on 127.0.0.1 is taken by another process; stop it or choose "
+                    f"another port with DRIFT_KAFKA_BOOTSTRAP=127.0.0.1:<port>"
+                )
+            java = self._java()
+            self.ensure_jars()
+            self._write_properties(self._controller_port())
+            self._format_once(java)
+            pid, offset = self._start(java)
+            try:
+                self._wait_ready(pid, log_offset=offset)
+            except InfraError:
+                self._stop_pid(pid)
+                self.pid_file.unlink(missing_ok=True)
+                raise
+        return self.status()
+
+    def down(self) -> bool:
+        """Stop the broker by PID (SIGTERM, then SIGKILL). True if one was running."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with _flock(self.home / ".lock"):
+            pid = self._running_pid()
+            if pid is None:
+                self.pid_file.unlink(missing_ok=True)
+                return False
+            self._stop_pid(pid)
+            self.pid_file.unlink(missing_ok=True)
+            return True
+
+    def status(self) -> dict[str, Any]:
+        pid = self._running_pid()
+        topics: list[str] = []
+        ready = False
+        if pid is not None:
+            try:
+                md = self._admin().list_topics(timeout=5)
+                ready = bool(md.brokers)
+                topics = sorted(t for t in md.topics if not t.startswith("__"))
+            except Exception:  # noqa: BLE001 - status reports, it does not raise
+                ready = False
+        return {
+            "running": pid is not None,
+            "ready": ready,
+            "pid": pid,
+            "bootstrap": self.settings.kafka_bootstrap,
+            "topics": topics,
+            "log": str(self.log_file),
+            "data_dir": str(self.data_dir),
+        }
+
+    # ------------------------------------------------------------------ steps
+    def _check_local(self) -> None:
+        if "," in self.settings.kafka_bootstrap or self.host not in LOCAL_HOSTS:
+            raise InfraError(
+                f"the local broker listens on 127.0.0.1 only; DRIFT_KAFKA_BOOTSTRAP="
+                f"{self.settings.kafka_bootstrap!r} names another host. Use 127.0.0.1:<port>, or don't "
+                "start a local broker when pointing at a remote cluster."
+            )
+        if self.settings.kafka_security_protocol != "PLAINTEXT":
+            raise InfraError(
+                "the local broker serves PLAINTEXT only; unset DRIFT_KAFKA_SECURITY_PROTOCOL "
+                f"(now {self.settings.kafka_security_protocol}) to use it"
+            )
+        if not re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", self.settings.broker_heap):
+            raise ConfigError(
+                f"DRIFT_BROKER_HEAP: expected a JVM size such as 512m or 2g (got {self.settings.broker_heap!r})"
+            )
+
+    def _java(self) -> str:
+        java_home = os.environ.get("JAVA_HOME")
+        java = None
+        if java_home and (Path(java_home) / "bin" / "java").is_file():
+            java = str(Path(java_home) / "bin" / "java")
+        java = java or shutil.which("java")
+        if not java:
+            raise InfraError(
+                "java not found (PATH or JAVA_HOME); the local Kafka broker needs Java 17 "
+                "(apt-get install openjdk-17-jre-headless, or `make deps` as root)"
+            )
+        try:
+            out = subprocess.run(
+                [java, "-version"], capture_output=True, text=True, timeout=30, check=False
+            ).stderr
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise InfraError(f"cannot run {java} -version: {exc}") from exc
+        m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+        if m:
+            major = int(m.group(1)) if m.group(1) != "1" else int(m.group(2) or 0)
+            if major < MIN_JAVA:
+                raise InfraError(f"{java} is Java {major}; Kafka 3.9 needs Java {MIN_JAVA}+ (17 recommended)")
+        return java
+
+    def _controller_port(self) -> int:
+        if self.port < 65535 and _port_free(self.port + 1):
+            return self.port + 1
+        return free_port()
+
+    def _write_properties(self, controller_port: int) -> None:
+        s = self.settings
+        props = {
+            # KRaft: one process is broker and controller, node 1, static quorum of one.
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            # Topics are created explicitly (deploy/topics_admin.py, faust declares its own):
+            # auto-creation would silently make a wrongly sized topic from a typo or from a
+            # consumer that subscribes before `driftctl up`, and production clusters disable it.
+            "auto.create.topics.enable": "false",
+            "num.partitions": "3",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "offsets.topic.replication.factor": "1",
+            # 50 partitions (the default) make the first consumer group on a fresh broker slow.
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "10",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.retention.ms": str(s.retention_ms),
+            "log.retention.check.interval.ms": "300000",
+            "delete.topic.enable": "true",
+        }
+        text = "# written by deploy/broker.py on every `up`; edits are lost\n"
+        text += "".join(f"{k}={v}\n" for k, v in props.items())
+        self.properties.write_text(text)
+
+    def _format_once(self, java: str) -> None:
+        if (self.data_dir / "meta.properties").is_file():
+            return
+        cluster_id = self.cluster_id_file.read_text().strip() if self.cluster_id_file.is_file() else ""
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{21}", cluster_id):
+            cluster_id = new_cluster_id()
+            self.cluster_id_file.write_text(cluster_id + "\n")
+        cmd = [
+            java, f"-Dlog4j.configuration={LOG4J.as_uri()}", "-cp", str(self.lib_dir / "*"),
+            "kafka.tools.StorageTool", "format", "--ignore-formatted",
+            "-t", cluster_id, "-c", str(self.properties),
+        ]  # fmt: skip
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise InfraError("formatting the Kafka storage timed out") from exc
+        if proc.returncode != 0:
+            raise InfraError(
+                f"formatting the Kafka storage in {self.data_dir} failed (exit {proc.returncode}):\n"
+                + _tail_text(proc.stdout + proc.stderr, 30)
+            )
+
+    def _start(self, java: str) -> tuple[int, int]:
+        cmd = [
+            java,
+            f"-Xmx{self.settings.broker_heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration={LOG4J.as_uri()}",
+            f"-Dkafka.logs.dir={self.home / 'logs'}",
+            "-cp", str(self.lib_dir / "*"),
+            "kafka.Kafka", str(self.properties),
+        ]  # fmt: skip
+        with open(self.log_file, "ab") as out:
+            offset = out.tell()
+            out.write(
+                f"\n===== driftwatch: starting broker {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode()
+            )
+            out.flush()
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.home,
+                start_new_session=True,  # survives the launching shell; not hit by its Ctrl-C
+                close_fds=True,
+            )
+        self.pid_file.write_text(f"{self._proc.pid}\n")
+        log.info("started Kafka broker pid %d on %s", self._proc.pid, self.settings.kafka_bootstrap)
+        return self._proc.pid, offset
+
+    def _wait_ready(self, pid: int, *, log_offset: int) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        admin = None
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if not self._alive(pid):
+                code = self._proc.returncode if self._proc is not None and self._proc.pid == pid else None
+                raise InfraError(
+                    f"the Kafka broker (pid {pid}) exited during startup"
+                    + (f" with code {code}" if code is not None else "")
+                    + f"; {self.log_file}:\n{self._log_tail(log_offset)}"
+                )
+            if _port_open(self.port):
+                try:
+                    admin = admin or self._admin()
+                    if admin.list_topics(timeout=2).brokers:
+                        return
+                except Exception as exc:  # noqa: BLE001 - retried until the deadline
+                    last_error = str(exc)
+            time.sleep(0.2)
+        raise InfraError(
+            f"the Kafka broker (pid {pid}) did not answer on {self.settings.kafka_bootstrap} within "
+            f"{self.start_timeout:.0f}s ({last_error}); {self.log_file}:\n{self._log_tail(log_offset)}"
+        )
+
+    def _stop_pid(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not self._wait_dead(pid, self.stop_timeout):
+            log.warning("Kafka broker pid %d ignored SIGTERM for %.0fs; killing it", pid, self.stop_timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if not self._wait_dead(pid, 10):
+                raise InfraError(f"could not stop the Kafka broker (pid {pid})")
+
+    def _wait_dead(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._alive(pid):
+                return True
+            time.sleep(0.1)
+        return not self._alive(pid)
+
+    # ------------------------------------------------------------------ helpers
+    def _admin(self) -> Any:
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient(self.settings.confluent_config())
+
+    def _running_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if self._alive(pid) else None
+
+    def _alive(self, pid: int) -> bool:
+        if self._proc is not None and self._proc.pid == pid:
+            return self._proc.poll() is None  # our child: poll() also reaps it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        proc = Path(f"/proc/{pid}")
+        if proc.is_dir():  # Linux: rule out zombies and a recycled pid
+            with contextlib.suppress(OSError):
+                if (proc / "stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                    return False
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+                return b"kafka.Kafka" in cmdline and str(self.properties).encode() in cmdline
+        return True
+
+    def _log_tail(self, offset: int = 0, lines: int = 40) -> str:
+        try:
+            with open(self.log_file, "rb") as fh:
+                fh.seek(offset)
+                return _tail_text(fh.read().decode(errors="replace"), lines)
+        except FileNotFoundError:
+            return "(no log)"
+
+
+# ---------------------------------------------------------------------- module helpers
+def new_cluster_id() -> str:
+    """A KRaft cluster id like Kafka's Uuid.randomUuid(): 22 chars of URL-safe base64.
+
+    Like Kafka, never one starting with '-': StorageTool's argument parser would take it
+    for an option ("argument --cluster-id/-t: expected one argument").
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT leftovers
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _tail_text(text: str, lines: int) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deploy.broker up|down|status`` (driftctl is the real front end)."""
+    from schemas.settings import load_settings
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] not in {"up", "down", "status"}:
+        print("usage: python -m deploy.broker up|down|status", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    broker = LocalBroker(load_settings())
+    if args[0] == "up":
+        print(json.dumps(broker.up(), indent=2))
+    elif args[0] == "down":
+        print("stopped" if broker.down() else "not running")
+    else:
+        print(json.dumps(broker.status(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
