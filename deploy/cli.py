@@ -17,14 +17,18 @@ from schemas.settings import Settings, load_settings
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.store import apply_schema, open_clickhouse
-    from deploy.broker import LocalBroker
+    from deploy.broker import LOCAL_HOSTS, LocalBroker
     from deploy.topics_admin import ensure_topics
 
     broker = LocalBroker(settings)
-    broker.up()
+    if broker.host in LOCAL_HOSTS and "," not in settings.kafka_bootstrap:
+        broker.up()
+        print(f"local broker up at {settings.kafka_bootstrap}")
+    else:
+        print(f"using the existing cluster at {settings.kafka_bootstrap} (no local broker started)")
     created = ensure_topics(settings)
     apply_schema(open_clickhouse(settings))
-    print(f"broker up at {settings.kafka_bootstrap}; topics created: {', '.join(created) or 'none (all existed)'}")
+    print(f"topics created: {', '.join(created) or 'none (all existed)'}")
     print("ClickHouse schema applied")
     return 0
 
