@@ -19,12 +19,17 @@ def _say(msg: str) -> None:
 
 
 def _progress(total: int):
+    finished = False
+
     def show(n: int) -> None:
+        nonlocal finished
+        if finished:
+            return
         width = 30
         done = int(width * n / total) if total else width
-        sys.stderr.write(f"\r  produced [{'#' * done}{'.' * (width - done)}] {n}/{total}")
-        if n >= total:
-            sys.stderr.write("\n")
+        end = "\n" if n >= total else ""
+        finished = n >= total
+        sys.stderr.write(f"\r  produced [{'#' * done}{'.' * (width - done)}] {n}/{total}{end}")
         sys.stderr.flush()
 
     return show

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from schemas.settings import Settings
 
@@ -16,11 +16,19 @@ def _probe(settings: Settings, group: str | None = None) -> Consumer:
     )
 
 
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+def end_offsets(settings: Settings, topic: str, timeout: float = 30.0) -> dict[int, int]:
+    """High watermarks per partition; waits out leader elections of freshly created topics."""
     c = _probe(settings)
+    deadline = time.monotonic() + timeout
     try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        while True:
+            try:
+                parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+                return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+            except KafkaException as exc:
+                if not exc.args[0].retriable() and "leader" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         c.close()
 
