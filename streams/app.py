@@ -15,8 +15,8 @@ import time
 import faust
 
 from schemas.settings import Settings
-from streams.detectors import make_detector
-from streams.monitor import Monitor, MonitorConfig, SliceState
+from streams.config import build_monitor
+from streams.monitor import SliceState
 from streams.processing import Message, handle
 
 log = logging.getLogger(__name__)
@@ -84,17 +84,7 @@ def create_app(settings: Settings) -> faust.App:
             return pickle.loads(blob)
         return None
 
-    monitor = Monitor(
-        make_detector(settings.detector, {"delta": settings.adwin_delta} if settings.detector == "adwin" else None),
-        MonitorConfig(
-            warmup_events=settings.warmup_events,
-            cooldown_events=settings.cooldown_events,
-            stats_every_events=settings.stats_every_events,
-            worker_id=settings.worker_id,
-            app_version=settings.app_version,
-        ),
-        loader=load,
-    )
+    monitor = build_monitor(settings, loader=load)
     last_snapshot: dict[tuple[str, str], float] = {}
 
     def maybe_snapshot(st: SliceState, now: float) -> None:
