@@ -1,31 +1,55 @@
-"""Per-(model, slice, feature) drift monitoring as pure functions of the event stream.
+"""Per-(model, slice) drift monitoring as pure functions of the event stream.
 
 Nothing here touches Kafka or the clock: the agent passes decoded events with their
 topic/partition/offset, and gets back alert and stat records to send. Given the same
 events at the same offsets, a monitor produces the same alerts with the same ids, which
 is what makes replays after a restart idempotent.
+
+Each watched thing of a slice is a *group* (a numeric or categorical feature, the
+prediction error, the label) holding *channels*: one detector on one derived stream.
+
+| group            | channel    | detector        | alert            |
+|------------------|------------|-----------------|------------------|
+| numeric feature  | mean       | adwin           | DATA_DRIFT       |
+|                  | variance   | adwin_variance  | DATA_DRIFT       |
+|                  | missing    | adwin on 0/1    | DATA_QUALITY     |
+|                  | range      | adwin on 0/1    | DATA_QUALITY     |
+| categorical      | category   | chi_square      | DATA_DRIFT       |
+|                  | missing    | adwin on 0/1    | DATA_QUALITY     |
+| error (feature null) | error  | adwin on 0/1 or abs error | PERFORMANCE_DRIFT |
+| label            | label      | adwin           | LABEL_DRIFT      |
+
+Noise control: a channel is quiet for ``warmup_events``; an ADWIN detection is only a
+candidate until the next ``confirm_events`` values confirm the shift (same direction, at
+least half the size), so blips stay quiet; after an alert, every channel of that group with
+the same alert type is quiet for ``cooldown_events``. Values out of the reference range
+are data-quality problems and are kept away from the distribution detectors.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
-
 from schemas.codec import ALERT, STAT
-from streams.detectors import Detector
+from streams.detectors import ChiSquareDetector, Detector
 
-BUFFER = 1024  # recent values kept per feature, for window summaries and provenance
+BUFFER = 1024  # recent values kept per channel, for window summaries and provenance
+ERROR_GROUP = "\x00error"  # group key of the prediction error; its alerts have feature null
+LABEL_GROUP = "label"
 
 
 @dataclass(frozen=True)
 class MonitorConfig:
     warmup_events: int = 100
     cooldown_events: int = 500
+    confirm_events: int = 30
     stats_every_events: int = 1000
+    range_reference: int = 200  # values that define a numeric feature's valid range
+    range_margin: float = 2.0  # valid range = reference [min, max] widened by this many spans
     worker_id: str = "worker"
     app_version: str = "0.1.0"
 
@@ -41,39 +65,31 @@ class Position:
 
 
 class _Running:
-    """Welford mean/variance plus min, max and a missing count."""
+    """Welford mean/variance plus a missing count."""
 
-    __slots__ = ("n", "mean", "m2", "lo", "hi", "missing")
+    __slots__ = ("n", "mean", "m2", "missing")
 
     def __init__(self) -> None:
         self.n, self.mean, self.m2, self.missing = 0, 0.0, 0.0, 0
-        self.lo, self.hi = math.inf, -math.inf
 
     def add(self, x: float) -> None:
         self.n += 1
         d = x - self.mean
         self.mean += d / self.n
         self.m2 += d * (x - self.mean)
-        if x < self.lo:
-            self.lo = x
-        if x > self.hi:
-            self.hi = x
 
     @property
     def var(self) -> float:
         return self.m2 / (self.n - 1) if self.n > 1 else 0.0
 
 
-def summarize(values: np.ndarray) -> dict[str, float | int]:
-    if len(values) == 0:
+def summarize(values: list[float]) -> dict[str, float | int]:
+    n = len(values)
+    if n == 0:
         return {"count": 0, "mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
-    return {
-        "count": int(len(values)),
-        "mean": float(values.mean()),
-        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-        "min": float(values.min()),
-        "max": float(values.max()),
-    }
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return {"count": n, "mean": mean, "std": math.sqrt(var), "min": min(values), "max": max(values)}
 
 
 def alert_id_for(model: str, slice_: str, feature: str | None, detector: str, pos: Position) -> str:
@@ -90,45 +106,135 @@ def severity_for(effect_size: float) -> str:
     return "LOW"
 
 
-class FeatureMonitor:
-    """A detector plus what an alert needs to explain itself, for one feature of one slice."""
+@dataclass
+class Finding:
+    """A confirmed change on one channel, before it becomes an alert record."""
 
-    def __init__(self, detector: Detector):
-        self.detector = detector
-        self.seen = 0  # non-missing values since start
-        self.quiet_until = 0  # seen-count before which no alert fires (warm-up / cooldown)
-        self.values = np.zeros(BUFFER)
-        self.offsets = np.zeros(BUFFER, dtype=np.int64)
-        self.times = np.zeros(BUFFER, dtype=np.int64)
+    statistic: float
+    threshold: float
+    confidence: float
+    effect: float
+    reference: dict[str, float | int]
+    current: dict[str, float | int]
+    first: Position
+    extra_params: dict[str, str] = field(default_factory=dict)
+
+
+class Channel:
+    """One detector on one derived stream, with the recent values an alert explains itself by."""
+
+    def __init__(self, name: str, alert_type: str, detector: Detector, quiet_until: int):
+        self.name, self.alert_type, self.detector = name, alert_type, detector
+        self.seen = 0
+        self.quiet_until = quiet_until
+        self.values = [0.0] * BUFFER
+        self.offsets = [0] * BUFFER
+        self.times = [0] * BUFFER
+        self.pending: tuple[int, float, float, int] | None = None  # (seen at cut, ref mean, cur mean, n_cur)
+
+    def _recent(self, n: int) -> list[int]:
+        n = min(n, self.seen, BUFFER)
+        return [i % BUFFER for i in range(self.seen - n, self.seen)]
+
+    def feed(self, x: float, pos: Position, confirm_events: int) -> Finding | None:
+        fired = self.detector.update(x)
+        i = self.seen % BUFFER
+        # detectors that test a derived signal (e.g. squared differences) expose it
+        self.values[i] = getattr(self.detector, "last_input", x)
+        self.offsets[i], self.times[i] = pos.offset, pos.event_time
+        self.seen += 1
+        if self.seen <= self.quiet_until:
+            self.pending = None
+            return None
+        if self.pending is not None:
+            if self.seen - self.pending[0] >= confirm_events:
+                return self._confirm(pos)
+            return None
+        if fired:
+            if isinstance(self.detector, ChiSquareDetector):
+                return self._categorical_finding(pos)
+            self._open_candidate()
+            if confirm_events == 0:
+                return self._confirm(pos)
+        return None
+
+    def _open_candidate(self) -> None:
+        n_cur = max(2, min(self.detector.window, self.seen // 2, BUFFER // 2))
+        idx = self._recent(min(self.seen, BUFFER))
+        ref = [self.values[i] for i in idx[:-n_cur]]
+        cur = [self.values[i] for i in idx[-n_cur:]]
+        if not ref:
+            return
+        self.pending = (self.seen, sum(ref) / len(ref), sum(cur) / len(cur), n_cur)
+
+    def _confirm(self, pos: Position) -> Finding | None:
+        cut_seen, ref_mean, cur_mean, n_cur = self.pending
+        self.pending = None
+        after = self.seen - cut_seen
+        post = [self.values[i] for i in self._recent(after)] if after else []
+        shift = cur_mean - ref_mean
+        if post:
+            post_shift = sum(post) / len(post) - ref_mean
+            if post_shift * shift <= 0 or abs(post_shift) < 0.5 * abs(shift):
+                return None  # a blip: the change did not hold
+        idx = self._recent(min(self.seen, BUFFER))
+        n_window = min(n_cur + after, len(idx) - 1)
+        ref_vals = [self.values[i] for i in idx[:-n_window]]
+        cur_vals = [self.values[i] for i in idx[-n_window:]]
+        ref, cur = summarize(ref_vals), summarize(cur_vals)
+        diff = abs(cur["mean"] - ref["mean"])
+        pooled_var = max((ref["std"] ** 2 + cur["std"] ** 2) / 2.0, 1e-12)
+        threshold = self.detector.threshold(max(len(ref_vals), 1), len(cur_vals), pooled_var)
+        se = math.sqrt(ref["std"] ** 2 / max(len(ref_vals), 1) + cur["std"] ** 2 / max(len(cur_vals), 1)) or 1e-12
+        first_i = idx[0]
+        return Finding(
+            statistic=diff,
+            threshold=threshold if math.isfinite(threshold) else 0.0,
+            confidence=math.erf(diff / se / math.sqrt(2.0)),
+            effect=diff / math.sqrt(pooled_var),
+            reference=ref,
+            current=cur,
+            first=Position(pos.topic, pos.partition, self.offsets[first_i], self.times[first_i]),
+        )
+
+    def _categorical_finding(self, pos: Position) -> Finding:
+        det: ChiSquareDetector = self.detector  # type: ignore[assignment]
+        ref_mix, cur_mix = det.last_reference_mix, det.last_current_mix
+        idx = self._recent(det.window)
+        first_i = idx[0] if idx else self.seen % BUFFER
+        shifts = {c: cur_mix.get(c, 0.0) - ref_mix.get(c, 0.0) for c in set(ref_mix) | set(cur_mix)}
+        top = max(shifts, key=lambda c: abs(shifts[c])) if shifts else ""
+        tv = 0.5 * sum(abs(v) for v in shifts.values())
+        return Finding(
+            statistic=det.statistic,
+            threshold=det.threshold,
+            confidence=1.0 - det.p_value,
+            effect=tv * 4,  # total variation 0.125 -> MEDIUM, 0.375 -> HIGH
+            reference={"count": det.last_n_ref, "mean": ref_mix.get(top, 0.0), "std": 0.0,
+                       "min": min(ref_mix.values(), default=0.0), "max": max(ref_mix.values(), default=0.0)},
+            current={"count": det.window, "mean": cur_mix.get(top, 0.0), "std": 0.0,
+                     "min": min(cur_mix.values(), default=0.0), "max": max(cur_mix.values(), default=0.0)},
+            first=Position(pos.topic, pos.partition, self.offsets[first_i], self.times[first_i]),
+            extra_params={
+                "category": str(top),
+                "reference_mix": json.dumps({str(k): round(v, 4) for k, v in sorted(ref_mix.items(), key=str)}),
+                "current_mix": json.dumps({str(k): round(v, 4) for k, v in sorted(cur_mix.items(), key=str)}),
+            },
+        )
+
+
+class Group:
+    """Everything watched for one feature (or the error, or the label) of one slice."""
+
+    def __init__(self, feature: str | None, channels: dict[str, Channel]):
+        self.feature = feature
+        self.channels = channels
         self.interval = _Running()  # since the last DriftStat
         self.interval_first: Position | None = None
-        self.reference = _Running()  # since the last alert: the baseline drift_score compares to
-        self.alerts = 0
-
-    def recent(self, n: int) -> slice:
-        """Index order (oldest first) of the last n buffered values."""
-        n = min(n, self.seen, BUFFER)
-        idx = (np.arange(self.seen - n, self.seen)) % BUFFER
-        return idx
-
-    def observe(self, value: float | None, pos: Position) -> bool:
-        """Feed one value; True when the detector fires outside warm-up/cooldown."""
-        if value is None or math.isnan(value):
-            self.interval.missing += 1
-            if self.interval_first is None:
-                self.interval_first = pos
-            return False
-        i = self.seen % BUFFER
-        self.values[i], self.offsets[i], self.times[i] = value, pos.offset, pos.event_time
-        self.seen += 1
-        if self.interval_first is None:
-            self.interval_first = pos
-        self.interval.add(value)
-        fired = self.detector.update(value)
-        if fired and self.seen > self.quiet_until:
-            return True
-        self.reference.add(value)
-        return False
+        self.reference = _Running()  # since the last alert: what drift_score compares to
+        self.range_seen: list[float] = []
+        self.lo, self.hi = -math.inf, math.inf
+        self.range_ready = False
 
 
 @dataclass
@@ -137,9 +243,10 @@ class SliceState:
 
     model: str
     slice: str
-    features: dict[str, FeatureMonitor] = field(default_factory=dict)
+    groups: dict[str, Group] = field(default_factory=dict)
     last_offset: dict[int, int] = field(default_factory=dict)  # partition -> last offset applied
     events_since_snapshot: int = 0
+    events: int = 0
 
 
 @dataclass
@@ -149,17 +256,24 @@ class Output:
     stats: list[dict[str, Any]] = field(default_factory=list)
 
 
+NUMERIC_CHANNELS = (("mean", "DATA_DRIFT"), ("variance", "DATA_DRIFT"), ("missing", "DATA_QUALITY"), ("range", "DATA_QUALITY"))
+CATEGORICAL_CHANNELS = (("category", "DATA_DRIFT"), ("missing", "DATA_QUALITY"))
+
+
 class Monitor:
-    """Slices discovered on the fly; each new feature gets a clone of the prototype detector."""
+    """Slices and features discovered on the fly; each gets clones of the prototype detectors.
+
+    ``prototypes`` maps a channel name (mean, variance, missing, range, category, error,
+    label) to its prototype detector; a channel without a prototype is not watched.
+    """
 
     def __init__(
         self,
-        prototype: Detector,
+        prototypes: dict[str, Detector],
         config: MonitorConfig,
         loader: Callable[[str, str], SliceState | None] | None = None,
     ):
-        """``loader`` restores a slice's snapshotted state the first time the slice is seen."""
-        self.prototype = prototype
+        self.prototypes = prototypes
         self.config = config
         self.loader = loader
         self.slices: dict[tuple[str, str], SliceState] = {}
@@ -172,84 +286,137 @@ class Monitor:
             self.slices[key] = st
         return st
 
+    def _group(self, st: SliceState, key: str, feature: str | None, spec) -> Group:
+        g = st.groups.get(key)
+        if g is None:
+            channels = {
+                name: Channel(name, alert_type, self.prototypes[name].clone(), self.config.warmup_events)
+                for name, alert_type in spec
+                if name in self.prototypes
+            }
+            g = st.groups[key] = Group(feature, channels)
+        return g
+
     def observe(self, event: dict[str, Any], topic: str, partition: int, offset: int, now_ms: int) -> Output:
         st = self.state(event["model"], event["slice"])
+        out = Output(state=st)
         if offset <= st.last_offset.get(partition, -1):
-            return Output(state=st)  # already applied (replay after restore): state must not double count
+            return out  # already applied (replay after restore): state must not double count
         st.last_offset[partition] = offset
         st.events_since_snapshot += 1
+        st.events += 1
         pos = Position(topic, partition, offset, event["event_time"])
-        out = Output(state=st)
         for name, value in event["features"].items():
-            fm = st.features.get(name)
-            if fm is None:
-                fm = st.features[name] = FeatureMonitor(self.prototype.clone())
-                fm.quiet_until = self.config.warmup_events
-            if fm.observe(value, pos):
-                out.alerts.append(self._alert(st, name, fm, pos, now_ms))
-            if fm.interval.n + fm.interval.missing >= self.config.stats_every_events:
-                out.stats.append(self._stat(st, name, fm, pos, now_ms))
+            g = self._group(st, "f:" + name, name, NUMERIC_CHANNELS)
+            self._numeric(st, g, value, pos, now_ms, out)
+        for name, value in event.get("categorical", {}).items():
+            g = self._group(st, "c:" + name, name, CATEGORICAL_CHANNELS)
+            self._categorical(st, g, value, pos, now_ms, out)
+        label, prediction = event.get("label"), event.get("prediction")
+        if label is not None:
+            g = self._group(st, LABEL_GROUP, "label", (("label", "LABEL_DRIFT"),))
+            self._feed(st, g, "label", float(label), pos, now_ms, out)
+            if prediction is not None:
+                g = self._group(st, ERROR_GROUP, None, (("error", "PERFORMANCE_DRIFT"),))
+                self._feed(st, g, "error", prediction_error(prediction, label), pos, now_ms, out)
         return out
 
-    def _alert(self, st: SliceState, feature: str, fm: FeatureMonitor, pos: Position, now_ms: int) -> dict[str, Any]:
-        det = fm.detector
-        n_cur = max(2, min(det.window, fm.seen // 2, BUFFER // 2))
-        n_ref = min(fm.seen, BUFFER) - n_cur
-        idx = fm.recent(n_cur + n_ref)
-        ref_vals, cur_vals = fm.values[idx[:n_ref]], fm.values[idx[n_ref:]]
-        ref, cur = summarize(ref_vals), summarize(cur_vals)
-        diff = abs(cur["mean"] - ref["mean"])
-        pooled_var = max((ref["std"] ** 2 + cur["std"] ** 2) / 2.0, 1e-12)
-        threshold = det.threshold(max(n_ref, 1), n_cur, pooled_var)
-        se = math.sqrt(ref["std"] ** 2 / max(n_ref, 1) + cur["std"] ** 2 / n_cur) or 1e-12
-        confidence = math.erf(diff / se / math.sqrt(2.0))
-        effect = diff / math.sqrt(pooled_var)
-        fm.alerts += 1
-        fm.quiet_until = fm.seen + self.config.cooldown_events
-        fm.reference = _Running()
-        record = {
+    def _numeric(self, st: SliceState, g: Group, value: float | None, pos: Position, now_ms: int, out: Output) -> None:
+        if g.interval_first is None:
+            g.interval_first = pos
+        missing = value is None or math.isnan(value)
+        self._feed(st, g, "missing", 1.0 if missing else 0.0, pos, now_ms, out)
+        if missing:
+            g.interval.missing += 1
+        else:
+            out_of_range = self._out_of_range(g, value)
+            if g.range_ready:
+                self._feed(st, g, "range", 1.0 if out_of_range else 0.0, pos, now_ms, out)
+            if not out_of_range:
+                g.interval.add(value)
+                g.reference.add(value)
+                self._feed(st, g, "mean", value, pos, now_ms, out)
+                self._feed(st, g, "variance", value, pos, now_ms, out)
+        if g.interval.n + g.interval.missing >= self.config.stats_every_events:
+            out.stats.append(self._stat(st, g, pos, now_ms))
+
+    def _out_of_range(self, g: Group, value: float) -> bool:
+        if math.isinf(value):
+            return True
+        if not g.range_ready:
+            g.range_seen.append(value)
+            if len(g.range_seen) >= self.config.range_reference:
+                lo, hi = min(g.range_seen), max(g.range_seen)
+                span = max(hi - lo, abs(hi), abs(lo), 1e-9)
+                g.lo, g.hi = lo - self.config.range_margin * span, hi + self.config.range_margin * span
+                g.range_ready, g.range_seen = True, []
+            return False
+        return value < g.lo or value > g.hi
+
+    def _categorical(self, st: SliceState, g: Group, value: str | None, pos: Position, now_ms: int, out: Output) -> None:
+        self._feed(st, g, "missing", 1.0 if value is None else 0.0, pos, now_ms, out)
+        if value is not None:
+            self._feed(st, g, "category", value, pos, now_ms, out)
+
+    def _feed(self, st: SliceState, g: Group, name: str, x: Any, pos: Position, now_ms: int, out: Output) -> None:
+        ch = g.channels.get(name)
+        if ch is None:
+            return
+        finding = ch.feed(x, pos, self.config.confirm_events)
+        if finding is None:
+            return
+        for other in g.channels.values():
+            if other.alert_type == ch.alert_type:
+                other.quiet_until = other.seen + self.config.cooldown_events
+                other.pending = None
+        if ch.alert_type == "DATA_DRIFT":
+            g.reference = _Running()
+        out.alerts.append(self._alert(st, g, ch, finding, pos, now_ms))
+
+    def _alert(self, st: SliceState, g: Group, ch: Channel, f: Finding, pos: Position, now_ms: int) -> dict[str, Any]:
+        det = ch.detector
+        return {
             "schema_version": ALERT.version,
-            "alert_id": alert_id_for(st.model, st.slice, feature, det.key, pos),
-            "alert_type": "DATA_DRIFT",
-            "severity": severity_for(effect),
+            "alert_id": alert_id_for(st.model, st.slice, g.feature, det.key + ":" + ch.name, pos),
+            "alert_type": ch.alert_type,
+            "severity": severity_for(f.effect),
             "model": st.model,
             "slice": st.slice,
-            "feature": feature,
+            "feature": g.feature,
             "detector": det.key,
-            "detector_params": det.params,
-            "statistic": diff,
-            "threshold": threshold if math.isfinite(threshold) else 0.0,
-            "confidence": confidence,
-            "reference": ref,
-            "current": cur,
+            "detector_params": {**det.params, "channel": ch.name, **f.extra_params},
+            "statistic": f.statistic,
+            "threshold": f.threshold,
+            "confidence": min(max(f.confidence, 0.0), 1.0),
+            "reference": f.reference,
+            "current": f.current,
             "topic": pos.topic,
             "partition": pos.partition,
-            "first_offset": int(fm.offsets[idx[0]]),
+            "first_offset": f.first.offset,
             "last_offset": pos.offset,
-            "window_start_event_time": int(fm.times[idx[0]]),
+            "window_start_event_time": f.first.event_time,
             "window_end_event_time": pos.event_time,
             "worker_id": self.config.worker_id,
             "app_version": self.config.app_version,
             "detected_at": now_ms,
         }
-        return record
 
-    def _stat(self, st: SliceState, feature: str, fm: FeatureMonitor, pos: Position, now_ms: int) -> dict[str, Any]:
-        iv, ref = fm.interval, fm.reference
+    def _stat(self, st: SliceState, g: Group, pos: Position, now_ms: int) -> dict[str, Any]:
+        iv, ref = g.interval, g.reference
         total = iv.n + iv.missing
-        if ref.n > 1 and iv.n > 0:
-            drift_score = abs(iv.mean - ref.mean) / (math.sqrt(ref.var / iv.n) or 1e-12)
-        else:
-            drift_score = 0.0
-        first = fm.interval_first or pos
-        state = "warmup" if fm.seen <= self.config.warmup_events else ("drift" if fm.seen <= fm.quiet_until else "stable")
+        drift_score = abs(iv.mean - ref.mean) / (math.sqrt(ref.var / iv.n) or 1e-12) if ref.n > 1 and iv.n else 0.0
+        first = g.interval_first or pos
+        mean_ch = g.channels.get("mean")
+        seen = mean_ch.seen if mean_ch else iv.n
+        in_cooldown = any(c.seen <= c.quiet_until and c.seen > self.config.warmup_events for c in g.channels.values())
+        state = "warmup" if seen <= self.config.warmup_events else ("drift" if in_cooldown else "stable")
         record = {
             "schema_version": STAT.version,
-            "stat_id": alert_id_for(st.model, st.slice, feature, "stat", pos),
+            "stat_id": alert_id_for(st.model, st.slice, g.feature, "stat", pos),
             "model": st.model,
             "slice": st.slice,
-            "feature": feature,
-            "detector": fm.detector.key,
+            "feature": g.feature or "",
+            "detector": mean_ch.detector.key if mean_ch else "",
             "count": total,
             "mean": iv.mean,
             "std": math.sqrt(iv.var),
@@ -265,5 +432,12 @@ class Monitor:
             "worker_id": self.config.worker_id,
             "emitted_at": now_ms,
         }
-        fm.interval, fm.interval_first = _Running(), None
+        g.interval, g.interval_first = _Running(), None
         return record
+
+
+def prediction_error(prediction: float, label: float | int) -> float:
+    """0/1 misclassification for a binary label and a score in [0, 1]; absolute error otherwise."""
+    if label in (0, 1) and 0.0 <= prediction <= 1.0:
+        return float((prediction >= 0.5) != (label == 1))
+    return abs(prediction - float(label))

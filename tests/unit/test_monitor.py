@@ -8,12 +8,15 @@ import numpy as np
 
 from deploy.scenarios import Drift, Scenario
 from schemas.codec import ALERT, STAT
-from streams.detectors import make_detector
+from schemas.settings import load_settings
+from streams.config import prototypes
 from streams.monitor import Monitor, MonitorConfig
+
+PROTOS = prototypes(load_settings())
 
 
 def run(scenario: Scenario, monitor: Monitor | None = None, start: int = 0, stop: int | None = None):
-    monitor = monitor or Monitor(make_detector("adwin"), MonitorConfig(stats_every_events=500))
+    monitor = monitor or Monitor(PROTOS, MonitorConfig(stats_every_events=500))
     alerts, stats = [], []
     for offset, ev in enumerate(scenario.events()):
         if offset < start:
@@ -66,7 +69,7 @@ def test_restored_snapshot_continues_and_skips_applied_offsets():
     m1, before, _ = run(sc, stop=4500)
     blobs = {k: pickle.dumps(st) for k, st in m1.slices.items()}
     m2 = Monitor(
-        make_detector("adwin"), MonitorConfig(stats_every_events=500),
+        PROTOS, MonitorConfig(stats_every_events=500),
         loader=lambda model, s: pickle.loads(blobs[(model, s)]),
     )
     _, after, _ = run(sc, monitor=m2, start=4000)  # overlaps the snapshot by 500 offsets
@@ -74,7 +77,7 @@ def test_restored_snapshot_continues_and_skips_applied_offsets():
 
 
 def test_missing_values_are_counted_not_fed():
-    m = Monitor(make_detector("adwin"), MonitorConfig(stats_every_events=10))
+    m = Monitor(PROTOS, MonitorConfig(stats_every_events=10))
     stats = []
     for i in range(10):
         ev = {"model": "m", "slice": "s", "event_time": i, "features": {"x": None if i % 2 else float(i)}}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from schemas.codec import DEAD_LETTER, EVENT
-from streams.detectors import make_detector
+from schemas.settings import load_settings
+from streams.config import prototypes
 from streams.monitor import Monitor, MonitorConfig
 from streams.processing import Message, handle
 
 
 def monitor() -> Monitor:
-    return Monitor(make_detector("adwin"), MonitorConfig(worker_id="w1"))
+    return Monitor(prototypes(load_settings()), MonitorConfig(worker_id="w1"))
 
 
 def test_malformed_message_goes_to_dead_letter_with_reason_and_origin():
@@ -30,7 +31,7 @@ def test_unexpected_failure_is_contained():
             raise RuntimeError("boom")
 
     ok = EVENT.encode({"event_id": "a", "event_time": 1, "model": "m", "slice": "s", "features": {"x": 1.0}, "categorical": {}})
-    out = handle(Exploding(make_detector("adwin"), MonitorConfig()), Message(None, ok, "t", 0, 1, None), 0)
+    out = handle(Exploding({}, MonitorConfig()), Message(None, ok, "t", 0, 1, None), 0)
     dl = DEAD_LETTER.decode(out.dead_letters[0][1])
     assert "RuntimeError: boom" in dl["reason"] and dl["original_key"] is None
 
