@@ -138,6 +138,20 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, events_per_slice=args.events_per_slice)
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.suite == "detect":
+        from deploy.bench_detect import run_detect_bench
+
+        result = run_detect_bench(settings, out=sys.stdout, quick=args.quick)
+    else:  # throughput of one streams worker
+        from streams.throughput import measure_worker_throughput
+
+        result = measure_worker_throughput(settings, args.events)
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="driftctl", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -164,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole story end to end on synthetic data")
     d.add_argument("--events-per-slice", type=int, default=3000)
     d.set_defaults(fn=cmd_demo)
+    b = sub.add_parser("bench", help="benchmarks: detect (delay, misses, false alarms, vs Evidently), throughput")
+    b.add_argument("suite", choices=("detect", "throughput"))
+    b.add_argument("--quick", action="store_true", help="a small version of the suite")
+    b.add_argument("--events", type=int, default=200_000, help="events for the throughput suite")
+    b.add_argument("--json", action="store_true", help="also print the result as one JSON line")
+    b.set_defaults(fn=cmd_bench)
     return p
 
 
