@@ -65,10 +65,21 @@ class Settings(BaseSettings):
     chi_square_alpha: float = Field(1e-6, gt=0, lt=1, description="per-check significance of the categorical test")
     rate_alpha: float = Field(1e-7, gt=0, lt=1, description="per-check significance of the missing/out-of-range rate test")
     stats_every_events: int = Field(1000, ge=1)
-    snapshot_every_events: int = Field(2000, ge=1)
-    snapshot_every_seconds: float = Field(10.0, gt=0)
-    stream_batch_size: int = Field(500, ge=1)
-    stream_batch_seconds: float = Field(0.2, gt=0)
+    snapshot_every_events: int = Field(
+        2000, ge=1, description="checkpoint (snapshots, then commit) at this many new events of a slice"
+    )
+    snapshot_every_seconds: float = Field(10.0, gt=0, description="checkpoint at least this often")
+    evict_idle_seconds: float = Field(
+        300.0, gt=0, description="drop an idle slice's detectors from memory after this long (snapshot kept)"
+    )
+    evict_idle_events: int = Field(
+        1_000_000, ge=1, description="... or after this many events of the worker went to other slices"
+    )
+    streams_session_timeout_seconds: float = Field(
+        10.0, ge=6, le=300, description="a crashed worker's partitions move to another one after this long"
+    )
+    stream_batch_size: int = Field(5000, ge=1, description="most events the worker takes from Kafka at once")
+    stream_batch_seconds: float = Field(0.2, gt=0, description="longest wait for a batch to fill")
     streams_web_port: int = Field(6066, ge=0, le=65535)
 
     # --- sink ----------------------------------------------------------------------------

@@ -18,6 +18,9 @@ from collections import deque
 from typing import Any, Callable, ClassVar, Hashable, Protocol
 
 from river import drift
+from functools import lru_cache
+
+from scipy.special import chdtrc
 from scipy.stats import binom, chi2
 
 from schemas.errors import ConfigError, UnknownKeyError
@@ -121,6 +124,11 @@ class AdwinVarianceDetector(AdwinDetector):
         return None if prev is None else abs(x - prev)
 
 
+@lru_cache(maxsize=256)
+def _chi2_critical(alpha: float, dof: int) -> float:
+    return float(chi2.isf(alpha, dof))
+
+
 class ChiSquareDetector:
     """Chi-square test of a sliding window of categories against a reference window.
 
@@ -170,8 +178,8 @@ class ChiSquareDetector:
         if len(self.current) < self.window_size or self.n % self.check_every:
             return False
         self.statistic, dof = self._chi_square()
-        self.threshold = float(chi2.isf(self.alpha, dof)) if dof > 0 else math.inf
-        self.p_value = float(chi2.sf(self.statistic, dof)) if dof > 0 else 1.0
+        self.threshold = _chi2_critical(self.alpha, dof) if dof > 0 else math.inf
+        self.p_value = float(chdtrc(dof, self.statistic)) if dof > 0 else 1.0
         self.streak = self.streak + 1 if self.statistic > self.threshold else 0
         if self.streak >= self.persistence:
             self._rebase()
