@@ -69,7 +69,7 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
     ensure_topics(settings)
     alert_start = end_offsets(settings, settings.topics.alerts)
 
-    _say("[2/5] starting services: streams (faust + river ADWIN per slice x feature), sink (ClickHouse)")
+    _say("[2/5] starting services: streams (river detectors per slice x feature), sink (ClickHouse)")
     services = start_services(settings, log_dir=settings.run_dir / "logs")
     code = 1
     try:

@@ -1,6 +1,6 @@
 """Run the long-lived services, each in its own process.
 
-Separate processes because faust owns an asyncio loop, the sink owns the embedded
+Separate processes because the streams worker is CPU bound, the sink owns the embedded
 ClickHouse engine (one per data path per process), and a crash in one must not take the
 others down. ``python -m deploy.services NAME`` runs one service in the foreground.
 """
