@@ -46,7 +46,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from deploy.kafka_util import watch_commits
 from deploy.scenarios import ALERT_FOR_KIND, KINDS, LABEL, Drift, ExpectedAlert, Scenario, to_json_line
+from streams.throughput import rate_from_commits
 
 TARGET_MEDIAN_DELAY = 300  # events of the drifted slice
 TARGET_FALSE_ALARMS_PER_MILLION = 1.0
@@ -259,29 +261,6 @@ def evidently_alerts(flags: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
             }
         )
     return out
-
-
-def rate_from_commits(samples: Sequence[tuple[float, int]], total: int) -> dict[str, Any]:
-    """Events/s between the first commit and the one covering ``total``, from (seconds, committed)."""
-    progress = [(t, n) for t, n in samples if n > 0]
-    done = next(((t, n) for t, n in progress if n >= total), None)
-    if not progress or done is None:
-        return {"events_per_second": None, "complete": False, "committed": max((n for _, n in samples), default=0)}
-    t0, n0 = progress[0]
-    span, counted = done[0] - t0, done[1] - n0
-    if span <= 0 or counted <= 0:  # everything in one commit: fall back to start-to-done
-        span, counted, approx = done[0], done[1], True
-    else:
-        approx = False
-    return {
-        "events_per_second": counted / span if span > 0 else None,
-        "complete": True,
-        "approximate": approx,
-        "startup_seconds": t0,
-        "total_seconds": done[0],
-        "measured_events": counted,
-        "measured_seconds": span,
-    }
 
 
 def check_targets(ours: Mapping[str, Any], throughput: Mapping[str, Any]) -> dict[str, bool]:
@@ -504,51 +483,24 @@ def _run_settings(settings, tag: str):
     return settings.model_copy(update=update)
 
 
-def _app_topics(settings) -> list[str]:
-    from confluent_kafka.admin import AdminClient
+def _drain(settings, group, total: int) -> list[tuple[float, int]]:
+    """(seconds, events committed by the worker group) until all are, with a progress line."""
 
-    names = AdminClient(settings.confluent_config()).list_topics(timeout=10).topics
-    return [n for n in names if n.startswith(settings.app_id + "-")]
+    def show(n: int) -> None:
+        sys.stderr.write(f"\r  worker committed {n:,}/{total:,}")
+        sys.stderr.flush()
 
+    def alive() -> bool:
+        return group.alive().get("streams", True)
 
-def _drain(settings, group, total: int, poll: float = 0.5, stall: float = 180.0) -> list[tuple[float, int]]:
-    """(seconds since start, events committed by the worker group) until all are committed.
-
-    One long-lived client asks for the group's committed offsets (OffsetFetch, no group
-    membership), so watching costs the worker next to no CPU.
-    """
-    from confluent_kafka import Consumer, TopicPartition
-
-    topic = settings.topics.events
-    c = Consumer(settings.confluent_config(**{"group.id": settings.app_id, "enable.auto.commit": False}))
-    start = time.monotonic()
-    samples: list[tuple[float, int]] = []
-    progress_at, best = start, 0
-    try:
-        parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
-        while True:
-            if not group.alive().get("streams", True):
-                _say("\n  the streams worker exited early; see its log")
-                break
-            try:
-                n = sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
-            except Exception:  # noqa: BLE001 - coordinator not ready yet: try again
-                n = best
-            now = time.monotonic()
-            samples.append((now - start, n))
-            if n > best:
-                best, progress_at = n, now
-                sys.stderr.write(f"\r  worker committed {n:,}/{total:,}")
-                sys.stderr.flush()
-            if n >= total:
-                sys.stderr.write("\n")
-                break
-            if now - progress_at > stall:
-                _say(f"\n  no progress for {stall:.0f}s; giving up at {best:,}/{total:,}")
-                break
-            time.sleep(poll)
-    finally:
-        c.close()
+    samples = watch_commits(settings, settings.app_id, settings.topics.events, total, alive, on_progress=show)
+    best = max((n for _, n in samples), default=0)
+    if best >= total:
+        sys.stderr.write("\n")
+    elif not alive():
+        _say("\n  the streams worker exited early; see its log")
+    else:
+        _say(f"\n  no progress for 180s; giving up at {best:,}/{total:,}")
     return samples
 
 
@@ -561,7 +513,7 @@ def run_detect_bench(
     from deploy.kafka_util import end_offsets
     from deploy.produce import produce_events
     from deploy.services import start_services
-    from deploy.topics_admin import delete_topics, ensure_topics
+    from deploy.topics_admin import app_topics, delete_topics, ensure_topics
     from schemas.codec import ALERT, DEAD_LETTER
 
     t_start = time.monotonic()
@@ -612,7 +564,7 @@ def run_detect_bench(
         if services is not None:
             services.stop()
         try:
-            delete_topics(run, run.topics.all() + _app_topics(run))
+            delete_topics(run, run.topics.all() + app_topics(run))
         except Exception as exc:  # noqa: BLE001 - cleanup only
             _say(f"  could not delete the run's topics: {exc}")
         if started_broker and broker is not None:

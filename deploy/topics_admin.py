@@ -95,6 +95,12 @@ def delete_topics(settings: Settings, names: list[str] | None = None, *, timeout
     return sorted(deleted)
 
 
+def app_topics(settings: Settings) -> list[str]:
+    """The streams app's own topics (its detector-state changelog), named after ``app_id``."""
+    names = _admin(settings).list_topics(timeout=10).topics
+    return [n for n in names if n.startswith(settings.app_id + "-")]
+
+
 def partition_counts(settings: Settings, *, timeout: float = 10.0) -> dict[str, int]:
     """Partitions per existing (non-internal) topic."""
     md = _admin(settings).list_topics(timeout=timeout)

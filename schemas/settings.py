@@ -80,7 +80,6 @@ class Settings(BaseSettings):
     )
     stream_batch_size: int = Field(5000, ge=1, description="most events the worker takes from Kafka at once")
     stream_batch_seconds: float = Field(0.2, gt=0, description="longest wait for a batch to fill")
-    streams_web_port: int = Field(6066, ge=0, le=65535)
 
     # --- sink ----------------------------------------------------------------------------
     sink_group: str = "drift-sink"

@@ -340,10 +340,10 @@ class StreamsApp:
     # ------------------------------------------------------------------ topics
     def _ensure_topics(self) -> None:
         """The pipeline topics, and the compacted changelog with as many partitions as the events."""
-        from deploy.topics_admin import TopicSpec, create_topics, ensure_topics
+        from deploy.topics_admin import TopicSpec, create_topics, ensure_topics, partition_counts
 
         ensure_topics(self.settings)
-        self._state_partitions = partition_count(self.settings, self.topic) or self.settings.events_partitions
+        self._state_partitions = partition_counts(self.settings).get(self.topic) or self.settings.events_partitions
         spec = TopicSpec(
             self.state_topic,
             self._state_partitions,
@@ -356,17 +356,6 @@ class StreamsApp:
             },
         )
         create_topics(self.settings, [spec])
-
-
-def partition_count(settings: Settings, topic: str) -> int:
-    probe = Consumer(
-        settings.confluent_config(**{"group.id": "partition-probe", "enable.auto.commit": False})
-    )
-    try:
-        md = probe.list_topics(topic, timeout=10).topics[topic]
-        return 0 if md.error is not None else len(md.partitions)
-    finally:
-        probe.close()
 
 
 def read_changelog(

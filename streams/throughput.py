@@ -16,45 +16,50 @@ import ast
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-from deploy.kafka_util import end_offsets
+from deploy.kafka_util import Sample, end_offsets, watch_commits
 from deploy.produce import produce_events
 from deploy.scenarios import Scenario
-from deploy.services import ServiceGroup, start_services
-from deploy.topics_admin import delete_topics, ensure_topics
+from deploy.services import start_services
+from deploy.topics_admin import app_topics, delete_topics, ensure_topics
 from schemas.settings import Settings
 
 
-@dataclass(frozen=True)
-class Sample:
-    seconds: float  # since the worker process started
-    committed: int  # events of the run covered by the group's committed offsets
-
-
-def rate_from_samples(samples: list[Sample], total: int) -> dict[str, float]:
-    """Steady-state rate between the first and the last commit, from (time, committed) samples.
+def rate_from_commits(samples: Sequence[tuple[float, int]], total: int) -> dict[str, Any]:
+    """Events/s between the first commit and the one covering ``total``, from (seconds, committed).
 
     Pure, so the arithmetic is unit-testable; start-up is the time to the first commit.
     """
-    progress = [s for s in samples if s.committed > 0]
-    if not progress or progress[-1].committed < total:
-        raise ValueError(f"the worker did not commit all {total} events: {samples[-1:]}")
-    first = progress[0]
-    last = next(s for s in progress if s.committed >= total)
-    span = last.seconds - first.seconds
-    counted = last.committed - first.committed
+    progress = [(t, n) for t, n in samples if n > 0]
+    done = next(((t, n) for t, n in progress if n >= total), None)
+    if not progress or done is None:
+        return {"events_per_second": None, "complete": False, "committed": max((n for _, n in samples), default=0)}
+    t0, n0 = progress[0]
+    span, counted = done[0] - t0, done[1] - n0
+    if span <= 0 or counted <= 0:  # everything in one commit: fall back to start-to-done
+        span, counted, approx = done[0], done[1], True
+    else:
+        approx = False
     return {
-        "events_per_second": counted / span if span > 0 else float("nan"),
-        "startup_seconds": first.seconds,
-        "total_seconds": last.seconds,
+        "events_per_second": counted / span if span > 0 else None,
+        "complete": True,
+        "approximate": approx,
+        "startup_seconds": t0,
+        "total_seconds": done[0],
         "measured_events": counted,
         "measured_seconds": span,
     }
+
+
+def rate_from_samples(samples: Sequence[Sample], total: int) -> dict[str, Any]:
+    """:func:`rate_from_commits`, refusing a run that did not commit every event."""
+    rate = rate_from_commits(samples, total)
+    if not rate["complete"]:
+        raise ValueError(f"the worker did not commit all {total} events: {list(samples)[-1:]}")
+    return rate
 
 
 def worker_seconds(log_text: str) -> dict[str, float] | None:
@@ -73,41 +78,6 @@ def bench_settings(settings: Settings, tag: str | None = None) -> Settings:
             "snapshot_every_seconds": min(settings.snapshot_every_seconds, 1.0),
         }
     )
-
-
-def _watch(
-    settings: Settings, group: ServiceGroup, start: float, total: int, timeout: float, poll: float
-) -> list[Sample]:
-    """(time, committed) samples from one long-lived probe: a new client per look costs the worker CPU."""
-    topic = settings.topics.events
-    probe = Consumer(settings.confluent_config(**{"group.id": settings.app_id, "enable.auto.commit": False}))
-    try:
-        parts = [
-            TopicPartition(topic, p) for p in probe.list_topics(topic, timeout=10).topics[topic].partitions
-        ]
-        samples: list[Sample] = []
-        while time.monotonic() < start + timeout:
-            if not all(group.alive().values()):
-                raise RuntimeError(f"the streams worker exited early: {group.stop()}")
-            try:
-                done = probe.committed(parts, timeout=10)  # reads the group's offsets; never joins it
-            except KafkaException:  # the group coordinator is not ready yet
-                done = []
-            samples.append(Sample(time.monotonic() - start, sum(max(tp.offset, 0) for tp in done)))
-            if samples[-1].committed >= total:
-                break
-            time.sleep(poll)
-        return samples
-    finally:
-        probe.close()
-
-
-def _app_topics(settings: Settings) -> list[str]:
-    """The app's own topics (the detector-state changelog; faust's, from older versions)."""
-    from confluent_kafka.admin import AdminClient
-
-    names = AdminClient(settings.confluent_config()).list_topics(timeout=10).topics
-    return [n for n in names if n.startswith(settings.app_id + "-")]
 
 
 def measure_worker_throughput(
@@ -136,7 +106,12 @@ def measure_worker_throughput(
         start = time.monotonic()
         group = start_services(run, ("streams",), log_dir=log_dir)
         try:
-            samples = _watch(run, group, start, total, timeout, poll_seconds)
+            samples = watch_commits(
+                run, run.app_id, run.topics.events, total, lambda: all(group.alive().values()),
+                start=start, poll=poll_seconds, stall=timeout, timeout=timeout,
+            )  # fmt: skip
+            if not all(group.alive().values()):
+                raise RuntimeError(f"the streams worker exited early: {group.stop()}")
         finally:
             codes = group.stop()
         result = rate_from_samples(samples, total)
@@ -146,7 +121,7 @@ def measure_worker_throughput(
         return result
     finally:
         if not keep_topics:
-            delete_topics(run, run.topics.all() + _app_topics(run))
+            delete_topics(run, run.topics.all() + app_topics(run))
 
 
 def main() -> None:
