@@ -184,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--events", type=int, default=200_000, help="events for the throughput suite")
     b.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     b.set_defaults(fn=cmd_bench)
+    # Commands of the retraining and monitoring areas live next to their code.
+    from deploy import cli_monitor, cli_retrain
+
+    cli_retrain.register(sub)
+    cli_monitor.register(sub)
     return p
 
 

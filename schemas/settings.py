@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     sink_batch_size: int = Field(500, ge=1)
     sink_flush_seconds: float = Field(1.0, gt=0)
 
+    # --- monitoring (query socket, metrics, logs, report) -------------------------------
+
+    # --- policy router (consumers/router) -----------------------------------------------
+
+    # --- retraining (retrain_jobs) ------------------------------------------------------
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap_has_ports(cls, v: str) -> str:
