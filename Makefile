@@ -9,11 +9,12 @@ PIP_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup deps test unit integration demo lint up down status clean
+.PHONY: help setup deps browser test unit integration demo lint up down status clean
 
 help:
 	@echo "make setup        virtualenv in $(VENV) with .[$(EXTRAS)] (re-run only when pyproject.toml changes)"
 	@echo "make deps         java + mvn for the local Kafka broker (apt-get, when root and missing)"
+	@echo "make browser      headless Chromium for the report test (apt-get, when root and missing)"
 	@echo "make test         unit then integration tests (starts its own broker)"
 	@echo "make unit | integration"
 	@echo "make demo         driftctl demo"
@@ -53,11 +54,22 @@ deps:
 	  fi; \
 	fi
 
+# The report test renders driftctl's HTML report in headless Chromium (Debian's package).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing: chromium"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	  else \
+	    echo "missing: chromium -- install it (e.g. sudo apt-get install chromium)" >&2; exit 1; \
+	  fi; \
+	fi
+
 # pytest runs unit tests before integration ones (tests/conftest.py orders them).
-test: setup deps
+test: setup deps browser
 	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
 
-unit: setup
+unit: setup browser
 	$(BIN)/python -m pytest -q tests -m "not integration" $(PYTEST_ARGS)
 
 integration: setup deps

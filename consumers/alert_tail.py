@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
-import uuid
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from contextlib import closing
+from typing import Any, TextIO
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
-
+from deploy.kafka_util import iter_topic
 from schemas.codec import ALERT
-from schemas.errors import InfraError, SchemaError
 from schemas.settings import Settings
 
 
@@ -28,41 +26,20 @@ def tail_alerts(
     Reads all partitions by assignment (no group membership, nothing committed), so
     any number of tails can run side by side without moving anyone's offsets.
     """
-    topic = settings.topics.alerts
-    consumer = Consumer(
-        settings.confluent_config(
-            **{"group.id": f"driftctl-alerts-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
-        )
-    )
     count = 0
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        if meta.topics[topic].error is not None:
-            raise InfraError(f"topic {topic}: {meta.topics[topic].error}; run driftctl up")
-        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-        consumer.assign([TopicPartition(topic, p, start) for p in meta.topics[topic].partitions])
-        last_seen = time.monotonic()
-        while follow or time.monotonic() - last_seen < idle_timeout:
-            if stop and stop():
-                break
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF and on_error:
-                    on_error(str(msg.error()))
-                continue
-            last_seen = time.monotonic()
-            try:
-                alert = ALERT.decode(msg.value())
-            except SchemaError as exc:
-                if on_error:
-                    on_error(f"{topic}[{msg.partition()}]@{msg.offset()}: {exc}")
-                continue
+    records = iter_topic(
+        settings,
+        settings.topics.alerts,
+        start="beginning" if from_beginning else "end",
+        decode=lambda msg: ALERT.decode(msg.value()),
+        idle=None if follow else idle_timeout,
+        stop=stop,
+        on_error=on_error,
+    )
+    with closing(records):
+        for alert in records:
             count += 1
             on_alert(alert)
-    finally:
-        consumer.close()
     return count
 
 

@@ -24,8 +24,10 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, TopicPartition
 
+from consumers.query_server import start_query_server, stop_query_server
 from consumers.rows import DEAD_LETTERS, TABLES, Row, TableSpec, dead_letter_record, table_for_topic
 from consumers.store import apply_schema, open_clickhouse
+from deploy import metrics
 from schemas.errors import DriftError
 from schemas.settings import Settings
 
@@ -164,6 +166,7 @@ class ClickHouseSink:
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
                 "logger": log,  # librdkafka's log lines go through logging, not stderr
+                **metrics.stats_config(self.settings),  # consumer lag gauges
             }
         )
 
@@ -207,7 +210,9 @@ class ClickHouseSink:
             record = spec.codec.decode(msg.value() or b"")
             entry = Entry(spec.table, spec.to_row(record), spec.replay_key(record) if spec.replay_key else None)
         except (DriftError, KeyError, TypeError, ValueError) as exc:
-            log.warning("undecodable message at %s[%d]@%d: %s", topic, partition, offset, exc)
+            log.warning("undecodable message at %s[%d]@%d: %s", topic, partition, offset, exc,
+                        extra={"topic": topic, "partition": partition, "offset": offset})  # fmt: skip
+            metrics.DEAD_LETTERS.labels("sink").inc()
             entry = self._dead_letter(msg, exc)
             self.stats.dead_lettered += 1
         if entry.replay_key and (entry.replay_key in self.recent or entry.replay_key in self.batch.replay_keys):
@@ -247,6 +252,7 @@ class ClickHouseSink:
             self._insert(self.batch.by_table())
         except Exception as exc:  # any store error: keep the batch, retry later
             self.stats.insert_failures += 1
+            metrics.SINK_INSERT_FAILURES.inc()
             log.error("ClickHouse insert failed, %d messages kept for retry (offsets %s): %s",
                       len(self.batch), _offsets(self.batch.offsets()), exc)  # fmt: skip
             return False
@@ -262,6 +268,7 @@ class ClickHouseSink:
         for table, rows in tables.items():
             self.client.insert(table, rows, column_names=list(TABLES[table].columns))
             self.stats.inserted[table] = self.stats.inserted.get(table, 0) + len(rows)
+            metrics.SINK_ROWS.labels(table).inc(len(rows))
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
         # a failed commit loses nothing: the rows are stored, the messages come again and collapse
@@ -338,10 +345,13 @@ class ClickHouseSink:
     def run(self, stop_event: threading.Event) -> SinkStats:
         """Consume until stop_event is set; then drain and close."""
         log.info("sink reading %s into ClickHouse (group %s)", ", ".join(self.routes), self.settings.sink_group)
+        # the sink holds the embedded store: it answers read-only SQL for driftctl query/report
+        query_server = start_query_server(self.settings)
         try:
             while not stop_event.is_set():
                 self.step()
         finally:
+            stop_query_server(query_server)
             self.close()
         return self.stats
 

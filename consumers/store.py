@@ -80,7 +80,7 @@ def parse_dsn(dsn: str, default_path: Path) -> Target:
         return Target("chdb", path=Path(default_path))
     if dsn.startswith("chdb:"):
         rest = dsn[len("chdb:") :]
-        rest = rest[2:] if rest.startswith("//") else rest  # chdb:///abs/path as in clickhouse-connect
+        rest = rest.removeprefix("//")  # chdb:///abs/path as in clickhouse-connect
         if not rest or rest in ("memory", ":memory:"):
             raise _dsn_error("chdb: needs a data directory, e.g. chdb:.run/clickhouse")
         return Target("chdb", path=Path(rest).expanduser())
@@ -186,6 +186,42 @@ def _open_server(target: Target) -> Client:
         )
     except Exception as exc:
         raise InfraError(f"cannot reach {target.describe()}: {type(exc).__name__}: {exc}") from exc
+
+
+def query_socket_path(settings: Settings) -> Path | None:
+    """Where the process owning the embedded store serves read-only SQL; None for servers.
+
+    Beside the data directory (``<path>.sock``) unless ``DRIFT_QUERY_SOCKET`` says
+    otherwise, so every process configured with the same store finds the same socket.
+    """
+    target = parse_dsn(settings.clickhouse_dsn.get_secret_value(), settings.clickhouse_path)
+    if target.kind != "chdb":
+        return None
+    if settings.query_socket is not None:
+        return Path(settings.query_socket)
+    return target.path.resolve().with_name(target.path.resolve().name + ".sock")
+
+
+def open_readonly_embedded(settings: Settings) -> Client:
+    """A second, read-only client on the embedded store this process already has open.
+
+    chdb gives every client its own connection handle on the shared engine, so the
+    query socket's reads do not queue behind the sink's client lock. ``readonly=2``
+    refuses writes and DDL but lets a query set limits (``SETTINGS ...``); it is applied
+    after ``max_execution_time``, which it would otherwise freeze.
+    """
+    target = parse_dsn(settings.clickhouse_dsn.get_secret_value(), settings.clickhouse_path)
+    if target.kind != "chdb":
+        raise ConfigError("open_readonly_embedded needs an embedded store (chdb), not a server DSN")
+    key = str(target.path.resolve())
+    with _lock:
+        if key not in _embedded:
+            raise InfraError(f"the embedded store at {key} is not open in this process")
+        return clickhouse_connect.get_client(
+            interface="chdb",
+            path=key,
+            settings={"max_execution_time": settings.query_timeout_seconds, "readonly": 2},
+        )
 
 
 def close_clickhouse(client: Client | None = None) -> None:

@@ -48,7 +48,7 @@ from typing import Any, TextIO
 
 from deploy.kafka_util import watch_commits
 from deploy.scenarios import ALERT_FOR_KIND, KINDS, LABEL, Drift, ExpectedAlert, Scenario, to_json_line
-from streams.throughput import rate_from_commits
+from streams.throughput import bench_settings, rate_from_commits
 
 TARGET_MEDIAN_DELAY = 300  # events of the drifted slice
 TARGET_FALSE_ALARMS_PER_MILLION = 1.0
@@ -441,46 +441,12 @@ def _retrying(fn, *args, attempts: int = 20, wait: float = 0.5):
 
 def _read_topic(settings, topic: str, decode, idle: float = 3.0, timeout: float = 120.0) -> list[dict[str, Any]]:
     """Every record of ``topic`` from the beginning up to its current end (then ``idle`` s quiet)."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from deploy.kafka_util import read_topic
 
-    from deploy.kafka_util import end_offsets
-
-    ends = _retrying(end_offsets, settings, topic)
-    c = Consumer(settings.confluent_config(**{"group.id": f"bench-read-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}))
-    c.assign([TopicPartition(topic, p, 0) for p in ends])
-    out: list[dict[str, Any]] = []
-    pos = {p: 0 for p in ends}
-    deadline, last = time.monotonic() + timeout, time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            if all(pos[p] >= e for p, e in ends.items()) and time.monotonic() - last >= idle:
-                break
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    _say(f"  {topic}: {msg.error()}")
-                continue
-            pos[msg.partition()] = msg.offset() + 1
-            last = time.monotonic()
-            out.append(decode(msg.value()))
-    finally:
-        c.close()
-    return out
-
-
-def _run_settings(settings, tag: str):
-    from pydantic import SecretStr
-
-    update: dict[str, Any] = {
-        "topic_prefix": f"{settings.topic_prefix}-bench-{tag}",
-        "app_id": f"bench-detect-{tag}",
-        "sink_group": f"bench-sink-{tag}",
-    }
-    if not settings.clickhouse_dsn.get_secret_value().strip():  # embedded: a store of its own
-        update["clickhouse_dsn"] = SecretStr(f"chdb:{Path(settings.run_dir).resolve() / 'bench' / tag / 'clickhouse'}")
-    return settings.model_copy(update=update)
+    return read_topic(
+        settings, topic, decode=lambda msg: decode(msg.value()), idle=idle, timeout=timeout,
+        on_error=lambda err: _say(f"  {err}"),
+    )  # fmt: skip
 
 
 def _drain(settings, group, total: int) -> list[tuple[float, int]]:
@@ -518,7 +484,7 @@ def run_detect_bench(
 
     t_start = time.monotonic()
     tag = uuid.uuid4().hex[:8]
-    run = _run_settings(settings, tag)
+    run = bench_settings(settings, tag, app="bench-detect", sink=True)
     work = Path(settings.run_dir).resolve() / "bench" / tag
     work.mkdir(parents=True, exist_ok=True)
     scenario = build_suite(quick)

@@ -48,7 +48,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     try:
         from consumers.store import open_clickhouse, query
 
-        cols, rows = query(open_clickhouse(settings), "SELECT name FROM system.tables WHERE database = currentDatabase()")
+        _cols, rows = query(open_clickhouse(settings), "SELECT name FROM system.tables WHERE database = currentDatabase()")
         status["clickhouse"] = {"reachable": True, "tables": sorted(r[0] for r in rows)}
     except Exception as exc:  # noqa: BLE001 - status reports, never fails
         status["clickhouse"] = {"reachable": False, "error": str(exc)}
@@ -108,11 +108,10 @@ def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.store import open_clickhouse, query
+    # through the sink's query socket while `driftctl run` holds the embedded store
+    from deploy.cli_monitor import run_query
 
-    cols, rows = query(open_clickhouse(settings), args.sql)
-    write_rows(cols, rows, args.format, sys.stdout)
-    return 0
+    return run_query(settings, args, write_rows)
 
 
 def write_rows(cols: list[str], rows: list[tuple], fmt: str, out) -> None:
@@ -143,6 +142,10 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from deploy.bench_detect import run_detect_bench
 
         result = run_detect_bench(settings, out=sys.stdout, quick=args.quick)
+    elif args.suite == "retrain":
+        from retrain_jobs.bench import run_retrain_bench
+
+        result = run_retrain_bench(settings, out=sys.stderr, quick=args.quick)
     else:  # throughput of one streams worker
         from streams.throughput import measure_worker_throughput
 
@@ -173,13 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(fn=cmd_alerts)
     q = sub.add_parser("query", help="monitoring SQL against the configured ClickHouse")
     q.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    q.add_argument("sql")
+    q.add_argument("sql", nargs="?", help="the SQL (or use --named)")
+    q.add_argument("--named", metavar="NAME", help="a ready query from deploy/clickhouse/queries (see --list)")
+    q.add_argument("--param", action="append", metavar="NAME=VALUE", help="a parameter of the --named query")
+    q.add_argument("--list", action="store_true", help="list the ready queries and exit")
     q.set_defaults(fn=cmd_query)
     d = sub.add_parser("demo", help="the whole story end to end on synthetic data")
     d.add_argument("--events-per-slice", type=int, default=3000)
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("bench", help="benchmarks: detect (delay, misses, false alarms, vs Evidently), throughput")
-    b.add_argument("suite", choices=("detect", "throughput"))
+    b.add_argument("suite", choices=("detect", "throughput", "retrain"))
     b.add_argument("--quick", action="store_true", help="a small version of the suite")
     b.add_argument("--events", type=int, default=200_000, help="events for the throughput suite")
     b.add_argument("--json", action="store_true", help="also print the result as one JSON line")

@@ -1,17 +1,104 @@
-"""``driftctl demo``: synthetic events with one injected shift, end to end, with a summary."""
+"""``driftctl demo``: the whole story on synthetic labelled events, end to end, with a summary.
+
+A concept change in one slice -> a PERFORMANCE_DRIFT alert (streams) -> a RetrainRequest for
+that slice's adapter (router) -> a job that bootstraps the model (first job, no ``driftctl
+train``), updates only the adapter and promotes it (retrain worker) -> alert, request and result
+joined in ClickHouse (sink).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
 from deploy.kafka_util import end_offsets, wait_caught_up
-from deploy.scenarios import Drift, Scenario
+from deploy.scenarios import BASE_TIME_MS
 from schemas.codec import ALERT
 from schemas.settings import Settings
+
+
+@dataclass(frozen=True)
+class RetrainStory:
+    """Labelled prediction events where the world changes in some slices and not in others.
+
+    Each slice labels an event with its own logistic concept over the numeric features
+    (standardised) and the device; the deployed model's ``prediction`` is that concept as it
+    was. From ``onset`` on, the concept of every ``drifted`` slice turns (its weights are
+    mirrored), inputs unchanged: the model's error rate there jumps (PERFORMANCE_DRIFT) while
+    nothing moves elsewhere. A model trained on the features can learn either regime, so a
+    retrained slice adapter genuinely recovers. Everything is seeded.
+    """
+
+    model: str = "demo-model"
+    slices: tuple[str, ...] = ("eu-west", "us-east", "ap-south", "sa-east", "af-north")
+    drifted: tuple[str, ...] = ("eu-west", "ap-south")
+    events_per_slice: int = 3000
+    onset: int = 1500
+    n_numeric: int = 4
+    sharpness: float = 3.0
+    seed: int = 11
+    interval_ms: int = 100
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(f"x{j}" for j in range(self.n_numeric))
+
+    @property
+    def total_events(self) -> int:
+        return self.events_per_slice * len(self.slices)
+
+    def events(self) -> Iterator[dict]:
+        """Events round-robin over slices (a slice's index grows in step with the others')."""
+        rng = np.random.default_rng(self.seed)
+        w_base = rng.normal(0, 1, self.n_numeric)
+        cols = {}
+        for k, s in enumerate(self.slices):
+            srng = np.random.default_rng([self.seed, k])
+            w = w_base + srng.normal(0, 0.4, self.n_numeric)
+            dev = srng.normal(0, 0.5, 3)
+            b = srng.normal(0, 0.2)
+            n = self.events_per_slice
+            z = srng.normal(0, 1, (n, self.n_numeric))
+            d = srng.integers(0, 3, n)
+            old = self.sharpness * (z @ w / math.sqrt(self.n_numeric) + dev[d] + b)
+            new = self.sharpness * (-(z @ w) / math.sqrt(self.n_numeric) - dev[d] + b)
+            logit = np.where((np.arange(n) >= self.onset) & (s in self.drifted), new, old)
+            y = (srng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+            cols[s] = (z, d, 1 / (1 + np.exp(-old)), y)
+        devices = ("ios", "android", "web")
+        for i in range(self.events_per_slice):
+            for k, s in enumerate(self.slices):
+                z, d, pred, y = cols[s]
+                yield {
+                    "event_id": f"{self.seed}-{s}-{i}",
+                    "event_time": BASE_TIME_MS + (i * len(self.slices) + k) * self.interval_ms,
+                    "model": self.model,
+                    "slice": s,
+                    "features": {f"x{j}": float(10 * (j + 1) + (j + 1) * z[i, j]) for j in range(self.n_numeric)},
+                    "categorical": {"device": devices[d[i]]},
+                    "prediction": float(pred[i]),
+                    "label": int(y[i]),
+                }
+
+    def write_jsonl(self, path: Path | str) -> int:
+        """The events as JSON lines, what ``driftctl produce --file`` reads; returns the count."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n = 0
+        with path.open("w") as fh:
+            for ev in self.events():
+                fh.write(json.dumps(ev, separators=(",", ":")) + "\n")
+                n += 1
+        return n
 
 
 def _say(msg: str) -> None:
@@ -35,92 +122,198 @@ def _progress(total: int):
     return show
 
 
-def collect_alerts(settings: Settings, start: dict[int, int], until, timeout: float) -> list[dict[str, Any]]:
-    """Alerts written after ``start`` offsets, until ``until(alerts)`` holds or timeout."""
-    topic = settings.topics.alerts
+def _tail(settings: Settings, topic: str, start: dict[int, int], decode, until, timeout: float) -> list[dict[str, Any]]:
+    """Records written to ``topic`` after ``start`` offsets, until ``until(records)`` holds or timeout."""
     c = Consumer(settings.confluent_config(**{"group.id": "driftctl-demo", "enable.auto.commit": False}))
     c.assign([TopicPartition(topic, p, off) for p, off in start.items()])
-    alerts: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and not until(alerts):
+        while time.monotonic() < deadline and not until(records):
             msg = c.poll(0.5)
             if msg is None or msg.error():
                 continue
-            alerts.append(ALERT.decode(msg.value()))
+            records.append(decode(msg.value()))
     finally:
         c.close()
-    return alerts
+    return records
+
+
+def collect_alerts(settings: Settings, start: dict[int, int], until, timeout: float) -> list[dict[str, Any]]:
+    """Alerts written after ``start`` offsets, until ``until(alerts)`` holds or timeout."""
+    return _tail(settings, settings.topics.alerts, start, ALERT.decode, until, timeout)
+
+
+def collect_retraining(
+    settings: Settings, start: dict[str, dict[int, int]], model: str, slices: set[str], timeout: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(requests, results) of ``model`` written after ``start``: until the slices have results and
+    every request (escalations included) has its result and a few quiet seconds passed, or timeout."""
+    from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
+
+    t = settings.topics
+    decode = {t.retrain_requests: RETRAIN_REQUEST.decode, t.retrain_results: RETRAIN_RESULT.decode}
+    got: dict[str, list[dict[str, Any]]] = {t.retrain_requests: [], t.retrain_results: []}
+    c = Consumer(settings.confluent_config(**{"group.id": "driftctl-demo", "enable.auto.commit": False}))
+    c.assign([TopicPartition(t.retrain_requests, p, o) for p, o in start["requests"].items()]
+             + [TopicPartition(t.retrain_results, p, o) for p, o in start["results"].items()])  # fmt: skip
+    deadline = time.monotonic() + timeout
+    settled: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is not None and not msg.error():
+                record = decode[msg.topic()](msg.value())
+                if record["model"] == model:
+                    got[msg.topic()].append(record)
+                    settled = None
+            requests, results = got[t.retrain_requests], got[t.retrain_results]
+            done = {r["request_id"] for r in results} >= {r["request_id"] for r in requests}
+            if requests and done and slices <= {s for r in results for s in r["slices"]}:
+                settled = settled or time.monotonic()
+                if time.monotonic() - settled >= 3:  # the router escalates a rejection within a second
+                    break
+    finally:
+        c.close()
+    return got[t.retrain_requests], got[t.retrain_results]
+
+
+def _short(request_id: str) -> str:
+    return request_id[:8]
+
+
+def show_request(req: dict[str, Any]) -> None:
+    ranges = ", ".join(f"p{r['partition']}:{r['start_offset']}-{r['end_offset']}" for r in req["snapshot"]["ranges"])
+    _say(
+        f"  REQUEST {_short(req['request_id'])} {req['tier']} {', '.join(req['modules'])} for "
+        f"{req['model']}/{','.join(req['slices'])}: {len(req['alert_ids'])} alert(s), priority {req['priority']}; "
+        f"snapshot {req['snapshot']['topic']} {ranges} (labelled events)"
+    )
+
+
+def show_result(res: dict[str, Any]) -> None:
+    share = res["params_updated"] / res["params_total"] if res["params_total"] else 0.0
+    version = f"{res['parent_version']} -> {res['new_version']}" if res["new_version"] else f"kept {res['parent_version']}"
+    _say(
+        f"  RESULT  {_short(res['request_id'])} {res['decision']} ({version}): {res['tier']} updated "
+        f"{', '.join(res['modules_updated']) or '-'}, {res['params_updated']} of {res['params_total']} parameters "
+        f"({share:.1%}) in {res['train_seconds']:.1f}s; {res['metric_name']} on {','.join(res['slices'])} "
+        f"{res['metric_before']:.4f} -> {res['metric_after']:.4f}, other slices' largest regression "
+        f"{res['other_slices_max_regression']:.4f}"
+    )
+    _say(f"          {res['reason']}")
 
 
 def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 180.0) -> int:
     from consumers.store import open_clickhouse, query
     from deploy.broker import LocalBroker
-    from deploy.services import start_services
+    from deploy.services import SERVICES, start_services
     from deploy.topics_admin import ensure_topics
 
     t0 = time.monotonic()
-    scenario = Scenario(events_per_slice=events_per_slice, drifts=(Drift("eu-west", "amount", events_per_slice // 2),))
-    target = scenario.drifts[0]
-    _say(f"[1/5] Kafka broker at {settings.kafka_bootstrap}")
+    # a model name of its own per run: fresh detector state, registry entry and router cooldowns
+    model = f"demo-model-{time.strftime('%H%M%S')}"
+    story = RetrainStory(
+        model=model, slices=("eu-west", "us-east", "ap-south"), drifted=("eu-west",),
+        events_per_slice=events_per_slice, onset=events_per_slice // 2,
+    )  # fmt: skip
+    target = story.drifted[0]
+    # a short coalesce window: the demo produces everything at once, no need to wait for more data
+    settings = settings.model_copy(update={"router_coalesce_seconds": min(settings.router_coalesce_seconds, 3.0)})
+    _say(f"[1/6] Kafka broker at {settings.kafka_bootstrap}")
     broker = LocalBroker(settings)
     started_broker = not broker.status().get("running")
     broker.up()
     ensure_topics(settings)
     alert_start = end_offsets(settings, settings.topics.alerts)
+    retrain_start = {
+        "requests": end_offsets(settings, settings.topics.retrain_requests),
+        "results": end_offsets(settings, settings.topics.retrain_results),
+    }
 
-    _say("[2/5] starting services: streams (river detectors per slice x feature), sink (ClickHouse)")
-    services = start_services(settings, log_dir=settings.run_dir / "logs")
+    _say(
+        "[2/6] starting services: streams (river detectors per slice x feature), router (alerts -> retrain "
+        "requests), retrain (selective torch updates, registry), sink (ClickHouse)"
+    )
+    services = start_services(settings, SERVICES, log_dir=settings.run_dir / "logs")
     code = 1
     try:
         _say(
-            f"[3/5] producing {scenario.total_events} events: {len(scenario.slices)} slices x "
-            f"{len(scenario.features)} features; shift of +{target.size:g} sd in {target.slice}/{target.feature} "
-            f"from its event {target.start}"
+            f"[3/6] producing {story.total_events} labelled events of {model}: {len(story.slices)} slices x "
+            f"{len(story.features)} numeric features + device, with the deployed model's prediction; from its "
+            f"event {story.onset} the concept of {target} turns (same inputs, other labels), the rest stay stable"
         )
         from deploy.produce import produce_events
 
-        produce_events(settings, scenario.events(), _progress(scenario.total_events))
+        produce_events(settings, story.events(), _progress(story.total_events))
 
-        _say("[4/5] waiting for the drift alert on " + settings.topics.alerts)
+        _say("[4/6] waiting for the drift alert on " + settings.topics.alerts)
 
         def found(alerts: list[dict[str, Any]]) -> bool:
-            return any(a["slice"] == target.slice and a["feature"] == target.feature for a in alerts)
+            return any(a["model"] == model and a["slice"] == target for a in alerts)
 
-        alerts = collect_alerts(settings, alert_start, found, timeout)
+        alerts = [a for a in collect_alerts(settings, alert_start, found, timeout) if a["model"] == model]
         for a in alerts:
             _say(
                 f"  ALERT {a['alert_type']} {a['severity']} {a['model']}/{a['slice']}/{a['feature']} "
-                f"by {a['detector']}: mean {a['reference']['mean']:.2f} -> {a['current']['mean']:.2f}, "
+                f"by {a['detector']}: {'error rate' if a['alert_type'] == 'PERFORMANCE_DRIFT' else 'mean'} "
+                f"{a['reference']['mean']:.2f} -> {a['current']['mean']:.2f}, "
                 f"offsets {a['partition']}:{a['first_offset']}-{a['last_offset']}"
             )
         if not found(alerts):
-            _say(f"  no alert on {target.slice}/{target.feature} within {timeout:.0f}s; see {settings.run_dir}/logs")
+            _say(f"  no alert on {target} within {timeout:.0f}s; see {settings.run_dir}/logs")
             return 1
-        caught_up = wait_caught_up(settings, settings.sink_group, settings.topics.alerts, timeout=60)
-        if not caught_up:
-            _say("  the sink did not commit the alerts within 60s; see the sink log")
+
+        _say(f"[5/6] retraining: the router coalesces alerts ({settings.router_coalesce_seconds:g}s), the worker "
+             "bootstraps the model (first job) and updates only what the drift touched")  # fmt: skip
+        requests, results = collect_retraining(settings, retrain_start, model, {target}, timeout)
+        by_id = {r["request_id"]: r for r in results}
+        for req in requests:
+            show_request(req)
+            if req["request_id"] in by_id:
+                show_result(by_id[req["request_id"]])
+        if not results or {target} - {s for r in results for s in r["slices"]}:
+            _say(f"  no retrain result for {target} within {timeout:.0f}s; see {settings.run_dir}/logs")
             return 1
+        for topic in (settings.topics.alerts, settings.topics.retrain_requests, settings.topics.retrain_results):
+            if not wait_caught_up(settings, settings.sink_group, topic, timeout=60):
+                _say(f"  the sink did not commit {topic} within 60s; see the sink log")
+                return 1
         code = 0
     finally:
         services.stop()
         if code != 0 and started_broker:
             broker.down()
 
-    _say("[5/5] ClickHouse summary")
+    _say("[6/6] ClickHouse: alerts, and alert -> retrain request -> result joined")
+    from deploy.cli import write_rows
+
     client = open_clickhouse(settings)
     cols, rows = query(
         client,
-        "SELECT slice, feature, alert_type, count() AS alerts, max(window_end_event_time) AS last_window_end "
-        "FROM drift_alerts FINAL GROUP BY slice, feature, alert_type ORDER BY slice, feature",
+        "SELECT slice, feature, alert_type, severity, count() AS alerts FROM drift_alerts FINAL "
+        f"WHERE model = '{model}' GROUP BY slice, feature, alert_type, severity ORDER BY slice, alert_type",
     )
-    from deploy.cli import write_rows
-
     write_rows(cols, rows, "table", sys.stdout)
-    _, stat_rows = query(client, "SELECT count() FROM drift_stats FINAL")
+    print()
+    cols, rows = query(
+        client,
+        "SELECT a.slice AS slice, groupUniqArray(a.alert_type) AS alerts, q.tier AS tier, "
+        "any(res.modules_updated) AS modules_updated, any(res.params_updated) AS params_updated, "
+        "any(res.params_total) AS params_total, round(any(res.metric_before), 4) AS before, "
+        "round(any(res.metric_after), 4) AS after, any(res.decision) AS decision "
+        "FROM (SELECT * FROM retrain_results FINAL) AS res "
+        "INNER JOIN (SELECT * FROM retrain_requests FINAL) AS q ON q.request_id = res.request_id "
+        "ARRAY JOIN q.alert_ids AS aid "
+        "INNER JOIN (SELECT * FROM drift_alerts FINAL) AS a ON a.alert_id = aid "
+        f"WHERE res.model = '{model}' GROUP BY a.slice, q.tier, res.request_id ORDER BY a.slice, q.tier",
+    )
+    write_rows(cols, rows, "table", sys.stdout)
+    _, stat_rows = query(client, f"SELECT count() FROM drift_stats FINAL WHERE model = '{model}'")
     _say(f"  drift_stats rows: {stat_rows[0][0]}")
     if started_broker:
         broker.down()
         _say("  (broker stopped: the demo started it; `driftctl up` keeps one running)")
-    _say(f"demo done in {time.monotonic() - t0:.1f}s; try: driftctl query --format json \"SELECT count() AS n FROM drift_alerts\"")
+    _say(f"demo done in {time.monotonic() - t0:.1f}s; try: driftctl query \"SELECT slice, decision, params_updated, "
+         "params_total FROM retrain_results FINAL\"")  # fmt: skip
     return code

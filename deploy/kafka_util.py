@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -104,3 +105,95 @@ def watch_commits(
     finally:
         probe.close()
     return samples
+
+
+def iter_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    start: str | Mapping[int, int] = "beginning",
+    decode: Callable[[Any], Any] | None = None,
+    until_end: bool = False,
+    idle: float | None = None,
+    timeout: float | None = None,
+    stop: Callable[[], bool] | None = None,
+    on_error: Callable[[str], None] | None = None,
+    poll: float = 0.5,
+) -> Iterator[Any]:
+    """Records of every partition of ``topic`` (decoded by ``decode(msg)``, or the raw
+    confluent messages), read by assignment: no group membership, nothing committed, so
+    any number of readers can run side by side.
+
+    Start: ``"beginning"``, ``"end"`` or {partition: offset}. It stops at the first of:
+    ``until_end`` and every partition read up to its end as of the start (then, with
+    ``idle``, once nothing came for ``idle`` s); without ``until_end``, ``idle`` s with no
+    record; ``timeout`` s in all; ``stop()`` true; or the caller leaving the loop.
+    Consumer errors (not end-of-partition) and records ``decode`` rejects with a
+    SchemaError go to ``on_error`` and are skipped.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError
+
+    from schemas.errors import InfraError, SchemaError
+
+    c = _probe(settings)
+    try:
+        meta = c.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise InfraError(f"topic {topic}: {meta.error if meta else 'not found'}; run driftctl up")
+        parts = sorted(meta.partitions)
+        if isinstance(start, Mapping):
+            offsets = {p: start.get(p, OFFSET_BEGINNING) for p in parts}
+        elif start in ("beginning", "end"):
+            offsets = dict.fromkeys(parts, OFFSET_BEGINNING if start == "beginning" else OFFSET_END)
+        else:
+            raise ValueError(f"start must be 'beginning', 'end' or {{partition: offset}}, got {start!r}")
+        ends: dict[int, int] = {}
+        if until_end:
+            for p in parts:
+                low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                first = offsets[p] if offsets[p] >= 0 else (low if offsets[p] == OFFSET_BEGINNING else high)
+                if high > first:
+                    ends[p] = high
+        c.assign([TopicPartition(topic, p, o) for p, o in offsets.items()])
+        began = last = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if stop is not None and stop():
+                return
+            if timeout is not None and now - began >= timeout:
+                return
+            if until_end and not ends and (idle is None or now - last >= idle):
+                return
+            if not until_end and idle is not None and now - last >= idle:
+                return
+            msg = c.poll(poll)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF and on_error is not None:
+                    on_error(f"{topic}: {err}")
+                continue
+            last = time.monotonic()
+            p = msg.partition()
+            if p in ends and msg.offset() >= ends[p] - 1:
+                del ends[p]
+            if decode is None:
+                yield msg
+                continue
+            try:
+                record = decode(msg)
+            except SchemaError as exc:
+                if on_error is not None:
+                    on_error(f"{topic}[{p}]@{msg.offset()}: {exc}")
+                continue
+            yield record
+    finally:
+        c.close()
+
+
+def read_topic(settings: Settings, topic: str, **kwargs: Any) -> list[Any]:
+    """:func:`iter_topic` into a list (``until_end=True`` unless said otherwise)."""
+    kwargs.setdefault("until_end", True)
+    with closing(iter_topic(settings, topic, **kwargs)) as records:
+        return list(records)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
+from deploy.progress import progress as progress_bar
 from schemas.codec import EVENT, normalize_event
 from schemas.errors import DriftError, SchemaError
 from schemas.settings import Settings
@@ -90,7 +92,11 @@ def produce_events(
 
 
 def produce_file(settings: Settings, path: Path, progress: Callable[[int], None] | None = None) -> int:
+    """Validate, then produce every line; a progress bar on a terminal unless ``progress`` is given."""
     if not path.exists():
         raise ProduceError(f"no such file: {path}")
-    validate_file(path)
-    return produce_events(settings, read_events(path), progress)
+    total = validate_file(path)
+    if progress is not None:
+        return produce_events(settings, read_events(path), progress)
+    with progress_bar(settings, total=total, desc=f"produce {path.name}", unit="ev") as bar:
+        return produce_events(settings, read_events(path), bar.to)

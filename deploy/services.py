@@ -19,7 +19,7 @@ from pathlib import Path
 
 from schemas.settings import Settings, load_settings
 
-SERVICES = ("streams", "sink")
+SERVICES = ("streams", "router", "retrain", "sink")
 log = logging.getLogger(__name__)
 
 
@@ -90,13 +90,26 @@ def run_one(name: str, settings: Settings) -> None:
         run(settings)
     elif name == "sink":
         _run_sink(settings)
+    elif name == "router":
+        from consumers.router_service import run as run_router
+
+        run_router(settings)
+    elif name == "retrain":
+        from retrain_jobs.worker import run as run_retrain
+
+        run_retrain(settings)
     else:
         raise SystemExit(f"unknown service {name!r}; valid: {', '.join(SERVICES)}")
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    run_one(sys.argv[1] if len(sys.argv) > 1 else "", load_settings())
+    from deploy.logs import setup_logging
+    from deploy.metrics import start_metrics
+
+    name, settings = sys.argv[1] if len(sys.argv) > 1 else "", load_settings()
+    setup_logging(settings, name)  # DRIFT_LOG_FORMAT=json: one JSON object per line
+    start_metrics(settings, name)  # /metrics on DRIFT_METRICS_PORT + the service's offset
+    run_one(name, settings)
 
 
 if __name__ == "__main__":

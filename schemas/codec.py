@@ -167,7 +167,7 @@ def _event_time_ms(value: Any) -> int:
         return int(value)
     if isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            dt = datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z too
         except ValueError as exc:
             raise SchemaError(f"event_time: {value!r} is not ISO-8601 nor epoch milliseconds") from exc
         if dt.tzinfo is None:

@@ -63,8 +63,17 @@ class Settings(BaseSettings):
     cooldown_events: int = Field(500, ge=0, description="events per (slice, feature) after an alert before the next")
     confirm_events: int = Field(30, ge=0, description="values after an ADWIN cut that must confirm the shift")
     chi_square_alpha: float = Field(1e-6, gt=0, lt=1, description="per-check significance of the categorical test")
-    rate_alpha: float = Field(1e-7, gt=0, lt=1, description="per-check significance of the missing/out-of-range rate test")
+    rate_alpha: float = Field(1e-7, gt=0, lt=1, description="per-check significance of the windowed 'rate' detector")
+    cusum_arl: float = Field(
+        1e7, gt=1, description="in-control average run length (values) of the missing / out-of-range CUSUMs"
+    )
+    error_arl: float = Field(
+        1e6, gt=1, description="in-control average run length (values) of the prediction-error CUSUM, one per slice"
+    )
     stats_every_events: int = Field(1000, ge=1)
+    detection_config: Path | None = Field(
+        None, description="YAML model config: per-feature detector overrides and users' own topics (streams/model_config.py)"
+    )
     snapshot_every_events: int = Field(
         2000, ge=1, description="checkpoint (snapshots, then commit) at this many new events of a slice"
     )
@@ -87,10 +96,92 @@ class Settings(BaseSettings):
     sink_flush_seconds: float = Field(1.0, gt=0)
 
     # --- monitoring (query socket, metrics, logs, report) -------------------------------
+    query_socket: Path | None = Field(
+        None, description="Unix socket where the sink serves read-only SQL; default: <embedded data path>.sock"
+    )
+    query_timeout_seconds: float = Field(60.0, gt=0, le=3600, description="longest query over the socket")
+    query_max_rows: int = Field(100_000, ge=1, le=10_000_000, description="rows one socket query returns at most")
+    metrics_port: int = Field(
+        9460, ge=0, le=65535, description="Prometheus port of the first service (streams); the others follow; 0 = off"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoints listen on (0.0.0.0: all)")
+    kafka_stats_interval_ms: int = Field(
+        5000, ge=0, le=3_600_000, description="librdkafka statistics (consumer lag) every N ms; 0 = off"
+    )
+    log_format: Literal["text", "json"] = Field("text", description="service logs: text, or JSON lines")
+    progress: Literal["auto", "on", "off"] = Field("auto", description="progress bars: auto = only on a terminal")
 
     # --- policy router (consumers/router) -----------------------------------------------
+    router_group: str = Field("drift-router", description="consumer group of the policy router")
+    router_coalesce_seconds: float = Field(
+        10.0, ge=0, le=86_400, description="collect alerts of one (model, slice) this long before a request"
+    )
+    router_min_post_alert_events: int = Field(
+        200, ge=0, description="estimated events of the slice after the alert window before a request"
+    )
+    router_max_wait_seconds: float = Field(
+        300.0, gt=0, le=7 * 86_400, description="a request goes out after this long even with fewer post-alert events"
+    )
+    router_cooldown_seconds: float = Field(
+        600.0, ge=0, le=30 * 86_400, description="no new request for a (model, slice) this long after one"
+    )
+    router_max_in_flight: int = Field(2, ge=1, le=1000, description="budget: requests awaiting their result")
+    router_in_flight_timeout_seconds: float = Field(
+        1800.0, gt=0, description="a request without a result frees its budget slot after this long"
+    )
+    router_max_tier: Literal["ADAPTER", "MODULE", "FULL"] = Field(
+        "MODULE", description="highest tier a request or an escalation may reach (FULL: allow automatic full retrains)"
+    )
+    router_max_escalations: int = Field(2, ge=0, le=2, description="escalations per original request on rejection")
+    router_broad_fraction: float = Field(
+        0.6, gt=0, le=1, description="share of a model's slices drifting together that makes one broad request"
+    )
+    router_broad_min_slices: int = Field(3, ge=2, description="... and at least this many slices")
+    router_reference_events: int = Field(
+        0, ge=0, description="snapshot: also this many events before the estimated drift onset (pre-drift data)"
+    )
+    router_snapshot_max_events: int = Field(50_000, ge=100, description="snapshot: most events per alert partition")
+    router_other_partition_events: int = Field(
+        2000, ge=0, description="snapshot: latest events of each partition without an alert (other-slices check)"
+    )
+    router_restore_events: int = Field(
+        10_000, ge=0, description="on start, rebuild cooldowns and budget from this many latest requests/results per partition"
+    )
+    retrain_group: str = Field("drift-retrain", description="consumer group of the retrain workers (more workers, more parallel jobs)")
+    retrain_max_job_seconds: float = Field(
+        3600.0, ge=10, description="a job running longer counts as hung: the worker stops (its request is re-delivered)"
+    )
 
     # --- retraining (retrain_jobs) ------------------------------------------------------
+    registry_dir: Path = Field(
+        default_factory=lambda data: Path(data.get("run_dir") or ".run") / "models",
+        description="model registry root (versions, manifests, current pointers); default run_dir/models",
+    )
+    retrain_model_class: str = Field(
+        "tabular", min_length=1, description="modular model: a registered key or a dotted path pkg.mod:Class"
+    )
+    retrain_seed: int = Field(7, ge=0, description="seed of splits, initialisation and batch order")
+    retrain_metric: Literal["log_loss", "auc", "accuracy"] = Field(
+        "log_loss", description="primary holdout metric of the validation gate"
+    )
+    retrain_holdout_share: float = Field(0.25, gt=0, lt=1, description="share of snapshot events held out")
+    retrain_val_share: float = Field(0.2, gt=0, lt=1, description="share of training events for early stopping")
+    retrain_lr: float = Field(3e-3, gt=0, le=1, description="learning rate of incremental updates (Adam)")
+    retrain_bootstrap_lr: float = Field(1e-2, gt=0, le=1, description="learning rate of the initial fit")
+    retrain_epochs: int = Field(60, ge=1, le=10_000, description="most epochs of an incremental update")
+    retrain_bootstrap_epochs: int = Field(40, ge=1, le=10_000, description="most epochs of the initial fit")
+    retrain_batch_size: int = Field(128, ge=1, le=65_536)
+    retrain_patience: int = Field(5, ge=1, le=1000, description="epochs without validation gain before stopping")
+    retrain_l2_prev: float = Field(1e-3, ge=0, description="L2 penalty toward the previous weights")
+    retrain_min_gain: float = Field(0.01, ge=0, description="metric gain every affected slice must reach")
+    retrain_tolerance: float = Field(0.01, ge=0, description="largest metric loss allowed on any other slice")
+    retrain_min_slice_events: int = Field(20, ge=1, description="fewest holdout events an affected slice needs")
+    retrain_latency_budget_ms: float = Field(50.0, gt=0, description="inference budget per batch")
+    retrain_latency_batch: int = Field(256, ge=1, description="batch size of the latency check")
+    retrain_broad_share: float = Field(
+        0.5, gt=0, le=1, description="same drift in at least this share of the seen slices -> broader tier"
+    )
+    retrain_threads: int = Field(1, ge=1, le=64, description="torch threads of a retrain job")
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -43,11 +43,13 @@ from collections.abc import Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from deploy import metrics
 from schemas.errors import DriftError
 from schemas.settings import Settings
-from streams.config import build_monitor
-from streams.monitor import Monitor, SliceState
+from streams.config import build_monitor, model_config
+from streams.monitor import STATE_VERSION, Monitor, SliceState
 from streams.processing import CheckpointPolicy, Message, Outgoing, SliceKey, dirty, handle_batch
+from streams.sources import build_sources
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,11 @@ class StreamsApp:
         self.topic = settings.topics.events
         self.state_topic = state_topic(settings)
         self.table = SnapshotTable()
-        self.monitor: Monitor = build_monitor(settings, loader=self._load)
+        config = model_config(settings)
+        self.monitor: Monitor = build_monitor(settings, loader=self._load, config=config)
+        base_dir = settings.detection_config.parent if settings.detection_config else None
+        self.sources = build_sources(config.sources, base_dir) if config is not None else {}
+        self.topics = [self.topic, *self.sources]  # users' own topics, mapped onto events (streams/sources.py)
         self.policy = CheckpointPolicy(
             settings.snapshot_every_events,
             settings.snapshot_every_seconds,
@@ -118,8 +124,11 @@ class StreamsApp:
             settings.evict_idle_events,
             time.monotonic(),
         )
-        self.positions: dict[int, int] = {}  # partition -> next offset to commit
-        self.committed: dict[int, int] = {}
+        # (topic, partition) -> next offset to commit. Slices and snapshots go by partition
+        # number: the (default) range assignor gives one worker the same partition numbers
+        # of every subscribed topic.
+        self.positions: dict[tuple[str, int], int] = {}
+        self.committed: dict[tuple[str, int], int] = {}
         self.restored = 0  # slices restored from snapshots, for logs and tests
         self.seconds = dict.fromkeys(("total", "consume", "process", "checkpoint"), 0.0)  # where time goes
         self._failures: list[str] = []
@@ -140,11 +149,12 @@ class StreamsApp:
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "session.timeout.ms": int(self.settings.streams_session_timeout_seconds * 1000),
+                    **metrics.stats_config(self.settings),  # consumer lag gauges (deploy/metrics.py)
                 }
             )
         )
         self.consumer.subscribe(
-            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
 
     def run(self, stop: threading.Event) -> None:
@@ -189,10 +199,11 @@ class StreamsApp:
                     log.warning("consumer error: %s", err)
                 continue
             batch.append(Message(m.key(), m.value(), m.topic(), m.partition(), m.offset(), m.timestamp()[1]))
-        out = handle_batch(self.monitor, batch, int(time.time() * 1000))
+        out = handle_batch(self.monitor, batch, int(time.time() * 1000), self.sources)
+        metrics.observe_streams(out, len(batch), self.topic)
         self._send(out)
         for msg in batch:
-            self.positions[msg.partition] = msg.offset + 1
+            self.positions[(msg.topic, msg.partition)] = msg.offset + 1
         self.policy.observed(self.monitor, out, len(batch), now)
         self.seconds["process"] += time.monotonic() - t0
         return out
@@ -272,14 +283,14 @@ class StreamsApp:
 
     def _commit(self, partitions: set[int] | None) -> None:
         offsets = {
-            p: o for p, o in self.positions.items()
-            if (partitions is None or p in partitions) and self.committed.get(p) != o
+            tp: o for tp, o in self.positions.items()
+            if (partitions is None or tp[1] in partitions) and self.committed.get(tp) != o
         }  # fmt: skip
         if not offsets:
             return
         try:
             self.consumer.commit(
-                offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()], asynchronous=False
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
             )
         except KafkaException as exc:  # e.g. a rebalance under way: safe to leave for the next checkpoint
             log.warning(
@@ -290,9 +301,9 @@ class StreamsApp:
 
     # ------------------------------------------------------------------ rebalancing
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        owned = {tp.partition for tp in partitions}
+        owned = {tp.partition % self._state_partitions for tp in partitions}  # the changelog's partitions
         n = self._restore(owned)
-        log.info("assigned %s partitions %s: %d slice snapshots in the table", self.topic, sorted(owned), n)
+        log.info("assigned %s partitions %s: %d slice snapshots in the table", self.topics, sorted(owned), n)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Checkpoint what is leaving, so its next owner resumes exactly where this one stopped."""
@@ -308,9 +319,10 @@ class StreamsApp:
     def _drop(self, partitions: set[int]) -> None:
         self._forget(self.policy.on_partitions(partitions))
         self.table.drop(partitions)
-        for p in partitions:
-            self.positions.pop(p, None)
-            self.committed.pop(p, None)
+        for tp in [tp for tp in self.positions if tp[1] in partitions]:
+            self.positions.pop(tp, None)
+        for tp in [tp for tp in self.committed if tp[1] in partitions]:
+            self.committed.pop(tp, None)
 
     def _restore(self, partitions: set[int]) -> int:
         for partition, key, value in read_changelog(self.settings, self.state_topic, partitions):
@@ -328,6 +340,10 @@ class StreamsApp:
             log.warning(
                 "snapshot of model=%s slice=%s unreadable (%s); starting it fresh", model, slice_, exc
             )
+            return None
+        if getattr(st, "version", 0) != STATE_VERSION:
+            log.warning("snapshot of model=%s slice=%s is from older code (state version %s); starting it fresh",
+                        model, slice_, getattr(st, "version", 0))  # fmt: skip
             return None
         st.events_since_snapshot = 0
         self.restored += 1

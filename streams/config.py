@@ -1,30 +1,50 @@
-"""From the process settings to a ready monitor: the one place config becomes detectors."""
+"""From the process settings (and the optional YAML model config) to a ready monitor: the
+one place config becomes detectors."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from schemas.settings import Settings
 from streams.detectors import Detector, make_detector
+from streams.model_config import DetectorPlan, ModelConfig, load_model_config
 from streams.monitor import Monitor, MonitorConfig, SliceState
+
+
+def channel_specs(settings: Settings) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The default (detector key, params) of every channel; the model config adjusts these."""
+    delta = {"delta": settings.adwin_delta}
+    cusum = {"arl": settings.cusum_arl}
+    return {
+        "mean": (settings.detector, delta if settings.detector.startswith("adwin") else {}),
+        "variance": ("adwin_variance", delta),
+        "missing": ("bernoulli_cusum", cusum),
+        "range": ("bernoulli_cusum", cusum),
+        "category": ("chi_square", {"alpha": settings.chi_square_alpha}),
+        "error": ("bernoulli_cusum", {"arl": settings.error_arl}),  # binary labels: 0/1 misclassification
+        "abs_error": ("adwin", delta),  # other labels: absolute error
+        "label": ("adwin", delta),
+    }
 
 
 def prototypes(settings: Settings) -> dict[str, Detector]:
     """One prototype detector per channel; every (slice, feature) gets clones of these."""
-    delta = {"delta": settings.adwin_delta}
-    indicator = {"delta": settings.adwin_delta, "calibrate": 0}  # 0/1 streams are already in [0, 1]
-    return {
-        "mean": make_detector(settings.detector, delta if settings.detector.startswith("adwin") else None),
-        "variance": make_detector("adwin_variance", delta),
-        "missing": make_detector("rate", {"alpha": settings.rate_alpha}),
-        "range": make_detector("rate", {"alpha": settings.rate_alpha}),
-        "category": make_detector("chi_square", {"alpha": settings.chi_square_alpha}),
-        "error": make_detector("adwin", indicator),
-        "label": make_detector("adwin", delta),
-    }
+    return {name: make_detector(key, params) for name, (key, params) in channel_specs(settings).items()}
 
 
-def build_monitor(settings: Settings, loader: Callable[[str, str], SliceState | None] | None = None) -> Monitor:
+def model_config(settings: Settings) -> ModelConfig | None:
+    """The parsed ``settings.detection_config`` file, if one is set."""
+    return load_model_config(settings.detection_config) if settings.detection_config else None
+
+
+def build_monitor(
+    settings: Settings,
+    loader: Callable[[str, str], SliceState | None] | None = None,
+    config: ModelConfig | None = None,
+) -> Monitor:
+    config = config if config is not None else model_config(settings)
+    plan = DetectorPlan(channel_specs(settings), settings.warmup_events, config) if config is not None else None
     return Monitor(
         prototypes(settings),
         MonitorConfig(
@@ -36,4 +56,5 @@ def build_monitor(settings: Settings, loader: Callable[[str, str], SliceState | 
             app_version=settings.app_version,
         ),
         loader=loader,
+        plan=plan,
     )

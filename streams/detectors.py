@@ -13,13 +13,14 @@ reference window and a sliding current window.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import deque
-from typing import Any, Callable, ClassVar, Hashable, Protocol
+from collections.abc import Callable, Hashable
+from functools import lru_cache
+from typing import Any, ClassVar, Protocol
 
 from river import drift
-from functools import lru_cache
-
 from scipy.special import chdtrc
 from scipy.stats import binom, chi2
 
@@ -31,7 +32,7 @@ class Detector(Protocol):
 
     def update(self, x: Any) -> bool: ...
 
-    def clone(self) -> "Detector": ...
+    def clone(self) -> Detector: ...
 
     @property
     def params(self) -> dict[str, str]: ...
@@ -62,27 +63,29 @@ class AdwinDetector:
         self._scale = 1.0
         self.last_input = 0.0  # the signal ADWIN saw for the latest value, in input units
 
-    def _signal(self, x: float) -> float | None:
-        return x
-
     def update(self, x: float) -> bool:
-        s = self._signal(x)
-        if s is None:
-            return False
-        self.last_input = s
-        if self._n < self.calibrate:
-            self._n += 1
-            d = s - self._mean
-            self._mean += d / self._n
-            self._m2 += d * (s - self._mean)
-            if self._n == self.calibrate:
-                sd = math.sqrt(self._m2 / (self._n - 1)) if self._n > 1 else 0.0
-                self._scale = sd if sd > 1e-12 else (abs(self._mean) or 1.0)
-            return False
-        self._adwin.update((s - self._mean) / self._scale)
-        return self._adwin.drift_detected
+        if self._n >= self.calibrate:  # the hot path: river's ADWIN.update without the wrapper call
+            a = self._adwin
+            if a._drift_detected:
+                a._reset()  # as river does: the window restarts after a detection
+            self.last_input = x
+            a._drift_detected = fired = a._helper.update((x - self._mean) / self._scale)
+            return fired
+        return self._calibrate(x)
 
-    def clone(self) -> "AdwinDetector":
+    def _calibrate(self, x: float) -> bool:
+        """The first ``calibrate`` values only estimate the mean and scale to standardise by."""
+        self.last_input = x
+        self._n += 1
+        d = x - self._mean
+        self._mean += d / self._n
+        self._m2 += d * (x - self._mean)
+        if self._n == self.calibrate:
+            sd = math.sqrt(self._m2 / (self._n - 1)) if self._n > 1 else 0.0
+            self._scale = sd if sd > 1e-12 else (abs(self._mean) or 1.0)
+        return False
+
+    def clone(self) -> AdwinDetector:
         return type(self)(self.delta, self.clock, self.grace_period, self.calibrate)
 
     @property
@@ -114,14 +117,60 @@ class AdwinVarianceDetector(AdwinDetector):
     variance change shows and a mean shift (one large difference) does not."""
 
     key: ClassVar[str] = "adwin_variance"
+    derived_signal: ClassVar[bool] = True  # last_input is |x_t - x_{t-1}|, not x
 
     def __init__(self, delta: float = 1e-5, clock: int = 32, grace_period: int = 10, calibrate: int = 100):
         super().__init__(delta, clock, grace_period, calibrate)
         self._prev: float | None = None
 
-    def _signal(self, x: float) -> float | None:
+    def update(self, x: float) -> bool:
         prev, self._prev = self._prev, x
-        return None if prev is None else abs(x - prev)
+        if prev is None:
+            return False
+        return AdwinDetector.update(self, abs(x - prev))
+
+
+class PageHinkleyDetector(AdwinDetector):
+    """river's Page-Hinkley test (two-sided CUSUM of deviations from the running mean) on
+    values standardised like :class:`AdwinDetector`'s, so ``delta`` (the drift allowed,
+    in reference sds) and ``threshold`` (lambda, in sds) mean the same in any units."""
+
+    key: ClassVar[str] = "page_hinkley"
+
+    def __init__(self, delta: float = 0.25, threshold: float = 40.0, min_instances: int = 30, calibrate: int = 100):
+        if not delta > 0 or not threshold > 0:
+            raise ConfigError(f"page_hinkley: delta and threshold must be > 0, got {delta}, {threshold}")
+        super().__init__(calibrate=calibrate)
+        self.ph_delta, self.ph_threshold, self.min_instances = delta, threshold, min_instances
+        self._adwin = drift.PageHinkley(min_instances=min_instances, delta=delta, threshold=threshold, alpha=1.0)
+        self._run = 0
+
+    def update(self, x: float) -> bool:
+        if self._n < self.calibrate:
+            return self._calibrate(x)
+        self.last_input = x
+        self._run += 1
+        self._adwin.update((x - self._mean) / self._scale)
+        if self._adwin.drift_detected:
+            self._run_at_detection, self._run = self._run, 0
+            return True
+        return False
+
+    def clone(self) -> PageHinkleyDetector:
+        return PageHinkleyDetector(self.ph_delta, self.ph_threshold, self.min_instances, self.calibrate)
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {"delta": repr(self.ph_delta), "threshold": repr(self.ph_threshold),
+                "min_instances": str(self.min_instances), "calibrate": str(self.calibrate)}  # fmt: skip
+
+    @property
+    def window(self) -> int:
+        return max(getattr(self, "_run_at_detection", 0) or self._run, 1)
+
+    def threshold(self, n_ref: int, n_cur: int, variance: float) -> float:
+        """lambda, back in input units."""
+        return self.ph_threshold * self._scale
 
 
 @lru_cache(maxsize=256)
@@ -212,7 +261,7 @@ class ChiSquareDetector:
         counts, n = (self.reference, self.n_ref) if which == "reference" else (self.counts, len(self.current))
         return {c: k / n for c, k in counts.items() if k} if n else {}
 
-    def clone(self) -> "ChiSquareDetector":
+    def clone(self) -> ChiSquareDetector:
         return ChiSquareDetector(self.alpha, self.reference_size, self.window_size, self.check_every, self.persistence)
 
     @property
@@ -279,7 +328,7 @@ class RateDetector:
         crit = binom.isf(self.alpha, self.window_size, self.reference_rate) + 1
         self.critical = crit if crit <= self.window_size else math.inf
 
-    def clone(self) -> "RateDetector":
+    def clone(self) -> RateDetector:
         return RateDetector(self.alpha, self.reference_size, self.window_size)
 
     @property
@@ -295,21 +344,221 @@ class RateDetector:
         return max(self.critical / self.window_size - self.reference_rate, 0.0) if math.isfinite(self.critical) else 0.0
 
 
+class BernoulliCusumDetector:
+    """One-sided Bernoulli CUSUM (Page 1954; Reynolds & Stoumbos 1999) for a rising rate of
+    ones: prediction errors, missing or out-of-range values.
+
+    The statistic ``S = max(0, S + llr(x))`` sums the log-likelihood ratio of "rate p1"
+    against "rate p0" and fires at ``h = ln(arl)``; by Wald's bound the in-control average
+    run length is at least ``arl`` values, whatever the rates, so ``arl`` sets the
+    false-alarm rate directly (1e7: at most 0.1 per million values). Unlike a fixed window
+    it accumulates evidence at the speed the change allows: a 5% rate against a near-zero
+    reference fires after a few tens of ones, a large jump after a handful.
+
+    p0 is the upper end of a ``z``-sigma Wilson interval of the reference rate, so an
+    unlucky reference does not cause alarms. The reference is the first
+    ``reference_size`` values, then keeps growing with values older than
+    ``lag_blocks`` x ``block`` (so the change being detected does not leak into it),
+    forgetting by halves past ``max_reference``. The design rate is
+    ``p1 = max(ratio * p0, p0 + min_shift)``. After a detection the new rate becomes
+    the next reference. ``window`` is the number of values since S last left zero: the
+    CUSUM's own change-point estimate.
+    """
+
+    key: ClassVar[str] = "bernoulli_cusum"
+    confirms: ClassVar[bool] = True  # the cumulative sum is its own persistence check
+
+    __slots__ = (
+        "_bk",
+        "_blocks",
+        "_bn",
+        "_down",
+        "_ready",
+        "_ref_k",
+        "_ref_n",
+        "_up",
+        "arl",
+        "block",
+        "design_rate",
+        "h",
+        "lag_blocks",
+        "max_reference",
+        "min_shift",
+        "ratio",
+        "reference_rate",
+        "reference_size",
+        "run_at_detection",
+        "s",
+        "since_zero",
+        "z",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        arl: float = 1e7,
+        ratio: float = 2.0,
+        min_shift: float = 0.03,
+        reference_size: int = 500,
+        block: int = 256,
+        lag_blocks: int = 1,
+        max_reference: int = 20_000,
+        z: float = 2.0,
+    ):
+        if not arl > 1:
+            raise ConfigError(f"bernoulli_cusum.arl must be > 1, got {arl}")
+        if not ratio > 1:
+            raise ConfigError(f"bernoulli_cusum.ratio must be > 1, got {ratio}")
+        if not 0 < min_shift < 1:
+            raise ConfigError(f"bernoulli_cusum.min_shift must be in (0, 1), got {min_shift}")
+        if reference_size < 1 or block < 1 or lag_blocks < 0 or max_reference < reference_size:
+            raise ConfigError(
+                "bernoulli_cusum: need reference_size >= 1, block >= 1, lag_blocks >= 0 and "
+                f"max_reference >= reference_size; got {reference_size}, {block}, {lag_blocks}, {max_reference}"
+            )
+        self.arl, self.ratio, self.min_shift, self.z = arl, ratio, min_shift, z
+        self.reference_size, self.block, self.lag_blocks, self.max_reference = (
+            reference_size, block, lag_blocks, max_reference
+        )  # fmt: skip
+        self.h = math.log(arl)
+        self.reference_rate = self.design_rate = 0.0  # kept past a detection, for its alert
+        self.run_at_detection = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.s, self.since_zero = 0.0, 0
+        self._up = self._down = 0.0
+        self._ready = False
+        self._ref_n = self._ref_k = self._bn = self._bk = 0
+        self._blocks: list[tuple[int, int]] = []
+
+    def update(self, x: float) -> bool:
+        one = 1 if x else 0
+        if not self._ready:
+            self._ref_n += 1
+            self._ref_k += one
+            if self._ref_n >= self.reference_size:
+                self._set_reference()
+            return False
+        self._bn += 1
+        self._bk += one
+        if self._bn >= self.block:
+            self._rotate()
+        s = self.s + (self._up if one else self._down)
+        if s <= 0.0:
+            self.s, self.since_zero = 0.0, 0
+            return False
+        self.s = s
+        self.since_zero += 1
+        if s >= self.h:
+            self.run_at_detection = self.since_zero
+            self._reset()  # the new rate becomes the next reference
+            return True
+        return False
+
+    def _rotate(self) -> None:
+        """A full block joins the lag queue; the block leaving it joins the reference."""
+        self._blocks.append((self._bn, self._bk))
+        self._bn = self._bk = 0
+        if len(self._blocks) > self.lag_blocks:
+            n, k = self._blocks.pop(0)
+            self._ref_n += n
+            self._ref_k += k
+            if self._ref_n > self.max_reference:
+                self._ref_n //= 2
+                self._ref_k //= 2
+            self._set_reference()
+
+    def _set_reference(self) -> None:
+        n, k, z = self._ref_n, self._ref_k, self.z
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        p0 = min(centre + half, 0.99)
+        p1 = min(max(self.ratio * p0, p0 + self.min_shift), 0.999)
+        if p1 <= p0:  # the reference is already (nearly) all ones: nothing can rise
+            self._up, self._down = 0.0, -1.0
+        else:
+            self._up, self._down = math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
+        self.reference_rate, self.design_rate = p0, p1
+        self._ready = True
+
+    def clone(self) -> BernoulliCusumDetector:
+        return BernoulliCusumDetector(
+            self.arl, self.ratio, self.min_shift, self.reference_size, self.block, self.lag_blocks,
+            self.max_reference, self.z,
+        )  # fmt: skip
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {
+            "arl": repr(self.arl),
+            "h": f"{self.h:.3f}",
+            "ratio": repr(self.ratio),
+            "min_shift": repr(self.min_shift),
+            "reference_size": str(self.reference_size),
+            "z": repr(self.z),
+        }
+
+    @property
+    def detection_params(self) -> dict[str, str]:
+        """The rates the latest detection tested (p0 from the reference, p1 designed)."""
+        return {"reference_rate": f"{self.reference_rate:.5f}", "design_rate": f"{self.design_rate:.5f}"}
+
+    @property
+    def window(self) -> int:
+        """Values since S last left zero, at the latest detection (or now, before any)."""
+        return max(self.run_at_detection or self.since_zero, 1)
+
+    def threshold(self, n_ref: int, n_cur: int, variance: float) -> float:
+        """The rate increase the CUSUM is designed to catch (p1 - p0)."""
+        return max(self.design_rate - self.reference_rate, 0.0)
+
+
 DETECTORS: dict[str, Callable[..., Detector]] = {
     AdwinDetector.key: AdwinDetector,
     AdwinVarianceDetector.key: AdwinVarianceDetector,
+    PageHinkleyDetector.key: PageHinkleyDetector,
     ChiSquareDetector.key: ChiSquareDetector,
     RateDetector.key: RateDetector,
+    BernoulliCusumDetector.key: BernoulliCusumDetector,
 }
 
 
+def detector_params(key: str) -> list[str]:
+    """The parameter names detector ``key`` accepts."""
+    factory = DETECTORS[key]
+    return [p for p in inspect.signature(factory).parameters if p != "self"]
+
+
+def _coerce(key: str, name: str, value: Any, default: Any) -> Any:
+    """Numbers as the default's type: YAML reads ``1.0e8`` (no sign) as a string, and 200.0 may mean 200."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return value
+    try:
+        number = float(value) if isinstance(value, str) else value
+        if isinstance(default, int) and float(number).is_integer():
+            return int(number)
+        if isinstance(default, float) and not isinstance(number, bool):
+            return float(number)
+    except (TypeError, ValueError):
+        pass
+    raise ConfigError(f"detector {key!r}: parameter {name!r} must be a number ({type(default).__name__}), got {value!r}")
+
+
 def make_detector(key: str, params: dict[str, Any] | None = None) -> Detector:
-    """Build the prototype detector for ``key``; unknown keys list the valid ones."""
+    """Build the prototype detector for ``key``; unknown keys and parameters list the valid ones."""
     try:
         factory = DETECTORS[key]
     except KeyError:
         raise UnknownKeyError("detector", key, list(DETECTORS)) from None
+    params = dict(params or {})
+    signature = inspect.signature(factory).parameters
+    valid = detector_params(key)
+    for name, value in params.items():
+        if name not in valid:
+            raise UnknownKeyError(f"parameter of detector {key!r}:", name, valid)
+        params[name] = _coerce(key, name, value, signature[name].default)
     try:
-        return factory(**(params or {}))
+        return factory(**params)
     except TypeError as exc:
         raise ConfigError(f"detector {key!r}: bad parameters {params}: {exc}") from exc

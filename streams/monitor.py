@@ -8,19 +8,23 @@ is what makes replays after a restart idempotent.
 Each watched thing of a slice is a *group* (a numeric or categorical feature, the
 prediction error, the label) holding *channels*: one detector on one derived stream.
 
-| group            | channel    | detector        | alert            |
-|------------------|------------|-----------------|------------------|
-| numeric feature  | mean       | adwin           | DATA_DRIFT       |
-|                  | variance   | adwin_variance  | DATA_DRIFT       |
-|                  | missing    | adwin on 0/1    | DATA_QUALITY     |
-|                  | range      | adwin on 0/1    | DATA_QUALITY     |
-| categorical      | category   | chi_square      | DATA_DRIFT       |
-|                  | missing    | adwin on 0/1    | DATA_QUALITY     |
-| error (feature null) | error  | adwin on 0/1 or abs error | PERFORMANCE_DRIFT |
-| label            | label      | adwin           | LABEL_DRIFT      |
+| group            | channel    | detector (default)       | alert             |
+|------------------|------------|--------------------------|-------------------|
+| numeric feature  | mean       | adwin                    | DATA_DRIFT        |
+|                  | variance   | adwin_variance           | DATA_DRIFT        |
+|                  | missing    | bernoulli_cusum on 0/1   | DATA_QUALITY      |
+|                  | range      | bernoulli_cusum on 0/1   | DATA_QUALITY      |
+| categorical      | category   | chi_square               | DATA_DRIFT        |
+|                  | missing    | bernoulli_cusum on 0/1   | DATA_QUALITY      |
+| error (feature null) | error  | bernoulli_cusum on 0/1 misclassification | PERFORMANCE_DRIFT |
+|                  | abs_error  | adwin on the absolute error (non-binary labels) | PERFORMANCE_DRIFT |
+| label            | label      | adwin                    | LABEL_DRIFT       |
+
+The model config (:mod:`streams.model_config`) may swap detectors, parameters and warm-up
+per model and feature, switch channels off or ignore features.
 
 Noise control: a channel is quiet for ``warmup_events``; an ADWIN detection is only a
-candidate until the next ``confirm_events`` values confirm the shift (same direction, at
+candidate (self-confirming detectors such as the CUSUM skip this) until the next ``confirm_events`` values confirm the shift (same direction, at
 least half the size), so blips stay quiet; after an alert, every channel of that group with
 the same alert type is quiet for ``cooldown_events``. Values out of the reference range
 are data-quality problems and are kept away from the distribution detectors.
@@ -31,13 +35,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, NamedTuple
 
 from schemas.codec import ALERT, STAT
 from streams.detectors import ChiSquareDetector, Detector
 
 BUFFER = 1024  # recent values kept per channel, for window summaries and provenance
+MASK = BUFFER - 1  # BUFFER is a power of two
+STATE_VERSION = 3  # bump when SliceState's shape changes: older snapshots then start fresh
 ERROR_GROUP = "\x00error"  # group key of the prediction error; its alerts have feature null
 LABEL_GROUP = "label"
 
@@ -54,9 +61,8 @@ class MonitorConfig:
     app_version: str = "0.1.0"
 
 
-@dataclass(frozen=True)
-class Position:
-    """Where an event came from; alerts and stats carry it as provenance."""
+class Position(NamedTuple):
+    """Where an event came from; alerts and stats carry it as provenance. A tuple: one per event."""
 
     topic: str
     partition: int
@@ -67,7 +73,7 @@ class Position:
 class _Running:
     """Welford mean/variance plus a missing count."""
 
-    __slots__ = ("n", "mean", "m2", "missing")
+    __slots__ = ("m2", "mean", "missing", "n")
 
     def __init__(self) -> None:
         self.n, self.mean, self.m2, self.missing = 0, 0.0, 0.0, 0
@@ -123,38 +129,55 @@ class Finding:
 class Channel:
     """One detector on one derived stream, with the recent values an alert explains itself by."""
 
+    __slots__ = (
+        "alert_type",
+        "categorical",
+        "derived",
+        "detector",
+        "name",
+        "pending",
+        "positions",
+        "quiet_until",
+        "seen",
+        "self_confirming",
+        "values",
+    )  # fmt: skip
+
     def __init__(self, name: str, alert_type: str, detector: Detector, quiet_until: int):
         self.name, self.alert_type, self.detector = name, alert_type, detector
+        self.self_confirming = getattr(detector, "confirms", False)  # e.g. a CUSUM: no blip check needed
+        self.derived = getattr(detector, "derived_signal", False)  # it tests e.g. |x_t - x_{t-1}|, not x
+        self.categorical = isinstance(detector, ChiSquareDetector)
         self.seen = 0
         self.quiet_until = quiet_until
-        self.values = [0.0] * BUFFER
-        self.offsets = [0] * BUFFER
-        self.times = [0] * BUFFER
+        self.values: list[Any] = [0.0] * BUFFER
+        self.positions: list[Position | None] = [None] * BUFFER
         self.pending: tuple[int, float, float, int] | None = None  # (seen at cut, ref mean, cur mean, n_cur)
 
     def _recent(self, n: int) -> list[int]:
         n = min(n, self.seen, BUFFER)
         return [i % BUFFER for i in range(self.seen - n, self.seen)]
 
-    def feed(self, x: float, pos: Position, confirm_events: int) -> Finding | None:
-        fired = self.detector.update(x)
-        i = self.seen % BUFFER
-        # detectors that test a derived signal (e.g. squared differences) expose it
-        self.values[i] = getattr(self.detector, "last_input", x)
-        self.offsets[i], self.times[i] = pos.offset, pos.event_time
-        self.seen += 1
-        if self.seen <= self.quiet_until:
+    def feed(self, x: Any, pos: Position, confirm_events: int) -> Finding | None:
+        det = self.detector
+        fired = det.update(x)
+        seen = self.seen
+        i = seen & MASK
+        self.values[i] = det.last_input if self.derived else x
+        self.positions[i] = pos
+        self.seen = seen = seen + 1
+        if seen <= self.quiet_until:
             self.pending = None
             return None
         if self.pending is not None:
-            if self.seen - self.pending[0] >= confirm_events:
+            if seen - self.pending[0] >= confirm_events:
                 return self._confirm(pos)
             return None
         if fired:
-            if isinstance(self.detector, ChiSquareDetector):
+            if self.categorical:
                 return self._categorical_finding(pos)
             self._open_candidate()
-            if confirm_events == 0:
+            if confirm_events == 0 or self.self_confirming:
                 return self._confirm(pos)
         return None
 
@@ -186,7 +209,7 @@ class Channel:
         pooled_var = max((ref["std"] ** 2 + cur["std"] ** 2) / 2.0, 1e-12)
         threshold = self.detector.threshold(max(len(ref_vals), 1), len(cur_vals), pooled_var)
         se = math.sqrt(ref["std"] ** 2 / max(len(ref_vals), 1) + cur["std"] ** 2 / max(len(cur_vals), 1)) or 1e-12
-        first_i = idx[0]
+        first = self.positions[idx[0]] or pos
         return Finding(
             statistic=diff,
             threshold=threshold if math.isfinite(threshold) else 0.0,
@@ -194,14 +217,14 @@ class Channel:
             effect=diff / math.sqrt(pooled_var),
             reference=ref,
             current=cur,
-            first=Position(pos.topic, pos.partition, self.offsets[first_i], self.times[first_i]),
+            first=Position(pos.topic, pos.partition, first.offset, first.event_time),
         )
 
     def _categorical_finding(self, pos: Position) -> Finding:
         det: ChiSquareDetector = self.detector  # type: ignore[assignment]
         ref_mix, cur_mix = det.last_reference_mix, det.last_current_mix
         idx = self._recent(det.window)
-        first_i = idx[0] if idx else self.seen % BUFFER
+        first = (self.positions[idx[0]] if idx else None) or pos
         shifts = {c: cur_mix.get(c, 0.0) - ref_mix.get(c, 0.0) for c in set(ref_mix) | set(cur_mix)}
         top = max(shifts, key=lambda c: abs(shifts[c])) if shifts else ""
         tv = 0.5 * sum(abs(v) for v in shifts.values())
@@ -214,7 +237,7 @@ class Channel:
                        "min": min(ref_mix.values(), default=0.0), "max": max(ref_mix.values(), default=0.0)},
             current={"count": det.window, "mean": cur_mix.get(top, 0.0), "std": 0.0,
                      "min": min(cur_mix.values(), default=0.0), "max": max(cur_mix.values(), default=0.0)},
-            first=Position(pos.topic, pos.partition, self.offsets[first_i], self.times[first_i]),
+            first=Position(pos.topic, pos.partition, first.offset, first.event_time),
             extra_params={
                 "category": str(top),
                 "reference_mix": json.dumps({str(k): round(v, 4) for k, v in sorted(ref_mix.items(), key=str)}),
@@ -224,11 +247,37 @@ class Channel:
 
 
 class Group:
-    """Everything watched for one feature (or the error, or the label) of one slice."""
+    """Everything watched for one feature (or the error, or the label) of one slice.
+
+    The channels are also attributes by name (None when not watched), so the per-event
+    path reads them without dict lookups.
+    """
+
+    __slots__ = (
+        "abs_error",
+        "category",
+        "channels",
+        "error",
+        "feature",
+        "hi",
+        "interval",
+        "interval_first",
+        "label",
+        "lo",
+        "mean",
+        "missing",
+        "range",
+        "range_ready",
+        "range_seen",
+        "reference",
+        "variance",
+    )  # fmt: skip
 
     def __init__(self, feature: str | None, channels: dict[str, Channel]):
         self.feature = feature
         self.channels = channels
+        for name in CHANNEL_NAMES:
+            setattr(self, name, channels.get(name))
         self.interval = _Running()  # since the last DriftStat
         self.interval_first: Position | None = None
         self.reference = _Running()  # since the last alert: what drift_score compares to
@@ -239,14 +288,34 @@ class Group:
 
 @dataclass
 class SliceState:
-    """Everything monitored for one (model, slice); the unit of snapshot and restore."""
+    """Everything monitored for one (model, slice); the unit of snapshot and restore.
+
+    ``numeric`` and ``categorical`` map a feature name to its group, or to None when the
+    model config ignores that feature.
+    """
 
     model: str
     slice: str
-    groups: dict[str, Group] = field(default_factory=dict)
-    last_offset: dict[int, int] = field(default_factory=dict)  # partition -> last offset applied
+    numeric: dict[str, Group | None] = field(default_factory=dict)
+    categorical: dict[str, Group | None] = field(default_factory=dict)
+    label: Group | None = None
+    error: Group | None = None
+    last_offset: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> last offset applied
     events_since_snapshot: int = 0
     events: int = 0
+    version: int = STATE_VERSION
+
+    @property
+    def groups(self) -> dict[str, Group]:
+        """Every watched group by key (f:name, c:name, label, error), for stats and tests."""
+        out: dict[str, Group] = {}
+        out.update({"f:" + k: g for k, g in self.numeric.items() if g is not None})
+        out.update({"c:" + k: g for k, g in self.categorical.items() if g is not None})
+        if self.label is not None:
+            out[LABEL_GROUP] = self.label
+        if self.error is not None:
+            out[ERROR_GROUP] = self.error
+        return out
 
 
 @dataclass
@@ -256,15 +325,31 @@ class Output:
     stats: list[dict[str, Any]] = field(default_factory=list)
 
 
-NUMERIC_CHANNELS = (("mean", "DATA_DRIFT"), ("variance", "DATA_DRIFT"), ("missing", "DATA_QUALITY"), ("range", "DATA_QUALITY"))
-CATEGORICAL_CHANNELS = (("category", "DATA_DRIFT"), ("missing", "DATA_QUALITY"))
+# (channel, alert type) per kind of group; which are watched, and how, is up to the prototypes
+# and the model config (streams.model_config)
+GROUP_CHANNELS: dict[str, tuple[tuple[str, str], ...]] = {
+    "numeric": (("mean", "DATA_DRIFT"), ("variance", "DATA_DRIFT"), ("missing", "DATA_QUALITY"),
+                ("range", "DATA_QUALITY")),
+    "categorical": (("category", "DATA_DRIFT"), ("missing", "DATA_QUALITY")),
+    "label": (("label", "LABEL_DRIFT"),),
+    "error": (("error", "PERFORMANCE_DRIFT"), ("abs_error", "PERFORMANCE_DRIFT")),
+}  # fmt: skip
+NUMERIC_CHANNELS = GROUP_CHANNELS["numeric"]
+CATEGORICAL_CHANNELS = GROUP_CHANNELS["categorical"]
+CHANNEL_NAMES = tuple(dict.fromkeys(name for spec in GROUP_CHANNELS.values() for name, _ in spec))
+
+# model, group kind, feature (None for the error) -> channel -> (prototype, warm-up events);
+# None: the feature is ignored
+ChannelPlan = Callable[[str, str, "str | None"], "dict[str, tuple[Detector, int]] | None"]
 
 
 class Monitor:
     """Slices and features discovered on the fly; each gets clones of the prototype detectors.
 
-    ``prototypes`` maps a channel name (mean, variance, missing, range, category, error,
-    label) to its prototype detector; a channel without a prototype is not watched.
+    ``prototypes`` maps a channel name (mean, variance, missing, range, category, label,
+    error, abs_error) to its prototype detector; a channel without a prototype is not
+    watched. ``plan`` (optional, see :mod:`streams.model_config`) overrides that per model
+    and feature: other detectors, parameters or warm-up, or the feature ignored.
     """
 
     def __init__(
@@ -272,11 +357,15 @@ class Monitor:
         prototypes: dict[str, Detector],
         config: MonitorConfig,
         loader: Callable[[str, str], SliceState | None] | None = None,
+        plan: ChannelPlan | None = None,
     ):
         self.prototypes = prototypes
         self.config = config
         self.loader = loader
+        self.plan = plan
+        self.confirm_events = config.confirm_events
         self.slices: dict[tuple[str, str], SliceState] = {}
+        self._plans: dict[tuple[str, str, str | None], dict[str, tuple[Detector, int]] | None] = {}
 
     def state(self, model: str, slice_: str) -> SliceState:
         key = (model, slice_)
@@ -286,85 +375,153 @@ class Monitor:
             self.slices[key] = st
         return st
 
-    def _group(self, st: SliceState, key: str, feature: str | None, spec) -> Group:
-        g = st.groups.get(key)
-        if g is None:
-            channels = {
-                name: Channel(name, alert_type, self.prototypes[name].clone(), self.config.warmup_events)
-                for name, alert_type in spec
-                if name in self.prototypes
-            }
-            g = st.groups[key] = Group(feature, channels)
-        return g
+    def _channels(self, model: str, kind: str, feature: str | None) -> dict[str, tuple[Detector, int]] | None:
+        key = (model, kind, feature)
+        if key not in self._plans:
+            if self.plan is not None:
+                self._plans[key] = self.plan(model, kind, feature)
+            else:
+                warm = self.config.warmup_events
+                names = [name for name, _ in GROUP_CHANNELS[kind]]
+                self._plans[key] = {n: (self.prototypes[n], warm) for n in names if n in self.prototypes}
+        return self._plans[key]
+
+    def _new_group(self, model: str, kind: str, feature: str | None) -> Group | None:
+        plan = self._channels(model, kind, feature)
+        if plan is None:
+            return None
+        channels = {
+            name: Channel(name, alert_type, plan[name][0].clone(), plan[name][1])
+            for name, alert_type in GROUP_CHANNELS[kind]
+            if name in plan
+        }
+        return Group(feature, channels)
 
     def observe(self, event: dict[str, Any], topic: str, partition: int, offset: int, now_ms: int) -> Output:
         st = self.state(event["model"], event["slice"])
         out = Output(state=st)
-        if offset <= st.last_offset.get(partition, -1):
+        where = (topic, partition)
+        if offset <= st.last_offset.get(where, -1):
             return out  # already applied (replay after restore): state must not double count
-        st.last_offset[partition] = offset
+        st.last_offset[where] = offset
         st.events_since_snapshot += 1
         st.events += 1
         pos = Position(topic, partition, offset, event["event_time"])
+        confirm = self.confirm_events
+        groups = st.numeric
         for name, value in event["features"].items():
-            g = self._group(st, "f:" + name, name, NUMERIC_CHANNELS)
-            self._numeric(st, g, value, pos, now_ms, out)
-        for name, value in event.get("categorical", {}).items():
-            g = self._group(st, "c:" + name, name, CATEGORICAL_CHANNELS)
-            self._categorical(st, g, value, pos, now_ms, out)
-        label, prediction = event.get("label"), event.get("prediction")
+            try:
+                g = groups[name]
+            except KeyError:
+                g = groups[name] = self._new_group(st.model, "numeric", name)
+            if g is not None:
+                self._numeric(st, g, value, pos, now_ms, out)
+        categorical = event.get("categorical")
+        if categorical:
+            groups = st.categorical
+            for name, value in categorical.items():
+                try:
+                    g = groups[name]
+                except KeyError:
+                    g = groups[name] = self._new_group(st.model, "categorical", name)
+                if g is not None:
+                    self._categorical(st, g, value, pos, now_ms, out)
+        label = event.get("label")
         if label is not None:
-            g = self._group(st, LABEL_GROUP, "label", (("label", "LABEL_DRIFT"),))
-            self._feed(st, g, "label", float(label), pos, now_ms, out)
+            g = st.label
+            if g is None:
+                g = st.label = self._new_group(st.model, "label", LABEL_GROUP)
+            if g is not None and g.label is not None:
+                f = g.label.feed(float(label), pos, confirm)
+                if f is not None:
+                    self._fire(st, g, g.label, f, pos, now_ms, out)
+            prediction = event.get("prediction")
             if prediction is not None:
-                g = self._group(st, ERROR_GROUP, None, (("error", "PERFORMANCE_DRIFT"),))
-                self._feed(st, g, "error", prediction_error(prediction, label), pos, now_ms, out)
+                g = st.error
+                if g is None:
+                    g = st.error = self._new_group(st.model, "error", None)
+                if g is not None:
+                    if label in (0, 1) and 0.0 <= prediction <= 1.0:  # binary: 0/1 misclassification
+                        ch, err = g.error, float((prediction >= 0.5) != (label == 1))
+                    else:  # regression: absolute error
+                        ch, err = g.abs_error, abs(prediction - float(label))
+                    if ch is not None:
+                        f = ch.feed(err, pos, confirm)
+                        if f is not None:
+                            self._fire(st, g, ch, f, pos, now_ms, out)
         return out
 
     def _numeric(self, st: SliceState, g: Group, value: float | None, pos: Position, now_ms: int, out: Output) -> None:
+        confirm = self.confirm_events
         if g.interval_first is None:
             g.interval_first = pos
-        missing = value is None or math.isnan(value)
-        self._feed(st, g, "missing", 1.0 if missing else 0.0, pos, now_ms, out)
+        missing = value is None or value != value  # noqa: PLR0124 - None or NaN, without a call
+        ch = g.missing
+        if ch is not None:
+            f = ch.feed(1.0 if missing else 0.0, pos, confirm)
+            if f is not None:
+                self._fire(st, g, ch, f, pos, now_ms, out)
+        iv = g.interval
         if missing:
-            g.interval.missing += 1
+            iv.missing += 1
         else:
-            out_of_range = self._out_of_range(g, value)
             if g.range_ready:
-                self._feed(st, g, "range", 1.0 if out_of_range else 0.0, pos, now_ms, out)
+                out_of_range = value < g.lo or value > g.hi  # +-inf included
+                if g.range is not None:
+                    f = g.range.feed(1.0 if out_of_range else 0.0, pos, confirm)
+                    if f is not None:
+                        self._fire(st, g, g.range, f, pos, now_ms, out)
+            else:
+                out_of_range = self._out_of_range(g, value)
             if not out_of_range:
-                g.interval.add(value)
-                g.reference.add(value)
-                self._feed(st, g, "mean", value, pos, now_ms, out)
-                self._feed(st, g, "variance", value, pos, now_ms, out)
-        if g.interval.n + g.interval.missing >= self.config.stats_every_events:
+                # Welford for the stat interval and the drift-score reference, inlined (hot path)
+                iv.n += 1
+                d = value - iv.mean
+                iv.mean += d / iv.n
+                iv.m2 += d * (value - iv.mean)
+                ref = g.reference
+                ref.n += 1
+                d = value - ref.mean
+                ref.mean += d / ref.n
+                ref.m2 += d * (value - ref.mean)
+                if g.mean is not None:
+                    f = g.mean.feed(value, pos, confirm)
+                    if f is not None:
+                        self._fire(st, g, g.mean, f, pos, now_ms, out)
+                if g.variance is not None:
+                    f = g.variance.feed(value, pos, confirm)
+                    if f is not None:
+                        self._fire(st, g, g.variance, f, pos, now_ms, out)
+        if iv.n + iv.missing >= self.config.stats_every_events:
             out.stats.append(self._stat(st, g, pos, now_ms))
 
     def _out_of_range(self, g: Group, value: float) -> bool:
+        if g.range_ready:
+            return value < g.lo or value > g.hi  # +-inf included
         if math.isinf(value):
             return True
-        if not g.range_ready:
-            g.range_seen.append(value)
-            if len(g.range_seen) >= self.config.range_reference:
-                lo, hi = min(g.range_seen), max(g.range_seen)
-                span = max(hi - lo, abs(hi), abs(lo), 1e-9)
-                g.lo, g.hi = lo - self.config.range_margin * span, hi + self.config.range_margin * span
-                g.range_ready, g.range_seen = True, []
-            return False
-        return value < g.lo or value > g.hi
+        g.range_seen.append(value)
+        if len(g.range_seen) >= self.config.range_reference:
+            lo, hi = min(g.range_seen), max(g.range_seen)
+            span = max(hi - lo, abs(hi), abs(lo), 1e-9)
+            g.lo, g.hi = lo - self.config.range_margin * span, hi + self.config.range_margin * span
+            g.range_ready, g.range_seen = True, []
+        return False
 
     def _categorical(self, st: SliceState, g: Group, value: str | None, pos: Position, now_ms: int, out: Output) -> None:
-        self._feed(st, g, "missing", 1.0 if value is None else 0.0, pos, now_ms, out)
-        if value is not None:
-            self._feed(st, g, "category", value, pos, now_ms, out)
+        confirm = self.confirm_events
+        if g.missing is not None:
+            f = g.missing.feed(1.0 if value is None else 0.0, pos, confirm)
+            if f is not None:
+                self._fire(st, g, g.missing, f, pos, now_ms, out)
+        if value is not None and g.category is not None:
+            f = g.category.feed(value, pos, confirm)
+            if f is not None:
+                self._fire(st, g, g.category, f, pos, now_ms, out)
 
-    def _feed(self, st: SliceState, g: Group, name: str, x: Any, pos: Position, now_ms: int, out: Output) -> None:
-        ch = g.channels.get(name)
-        if ch is None:
-            return
-        finding = ch.feed(x, pos, self.config.confirm_events)
-        if finding is None:
-            return
+    def _fire(self, st: SliceState, g: Group, ch: Channel, finding: Finding, pos: Position, now_ms: int,
+              out: Output) -> None:
+        """A channel confirmed a change: quiet its group's channels of that type, emit the alert."""
         for other in g.channels.values():
             if other.alert_type == ch.alert_type:
                 other.quiet_until = other.seen + self.config.cooldown_events
@@ -384,7 +541,8 @@ class Monitor:
             "slice": st.slice,
             "feature": g.feature,
             "detector": det.key,
-            "detector_params": {**det.params, "channel": ch.name, **f.extra_params},
+            "detector_params": {**det.params, **getattr(det, "detection_params", {}), "channel": ch.name,
+                                **f.extra_params},
             "statistic": f.statistic,
             "threshold": f.threshold,
             "confidence": min(max(f.confidence, 0.0), 1.0),
@@ -434,10 +592,3 @@ class Monitor:
         }
         g.interval, g.interval_first = _Running(), None
         return record
-
-
-def prediction_error(prediction: float, label: float | int) -> float:
-    """0/1 misclassification for a binary label and a score in [0, 1]; absolute error otherwise."""
-    if label in (0, 1) and 0.0 <= prediction <= 1.0:
-        return float((prediction >= 0.5) != (label == 1))
-    return abs(prediction - float(label))

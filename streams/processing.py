@@ -11,13 +11,14 @@ slices to drop from memory. The worker passes the clock in, so both are unit-tes
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from schemas.codec import ALERT, DEAD_LETTER, STAT, decode_event
 from schemas.errors import SchemaError
 from streams.monitor import Monitor, SliceState
+from streams.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,22 @@ def dead_letter(msg: Message, reason: str, error_type: str, worker_id: str, now_
     )
 
 
-def handle(monitor: Monitor, msg: Message, now_ms: int, out: Outgoing | None = None) -> Outgoing:
-    """Process one message, appending its records to ``out`` (a new Outgoing if None)."""
+def handle(
+    monitor: Monitor, msg: Message, now_ms: int, out: Outgoing | None = None, sources: Mapping[str, Source] | None = None
+) -> Outgoing:
+    """Process one message, appending its records to ``out`` (a new Outgoing if None).
+
+    A message of a user's own topic (a key of ``sources``) is mapped onto the canonical
+    event first; anything else must be a canonical event (Avro or JSON).
+    """
     if out is None:
         out = Outgoing()
     try:
-        event = decode_event(msg.value)
+        src = sources.get(msg.topic) if sources else None
+        if src is None:
+            event = decode_event(msg.value)
+        else:
+            event = src.to_event(msg.value, msg.partition, msg.offset, msg.timestamp_ms)
         result = monitor.observe(event, msg.topic, msg.partition, msg.offset, now_ms)
         st = out.state = result.state
         out.touched[(st.model, st.slice)] = msg.partition
@@ -92,11 +103,13 @@ def handle(monitor: Monitor, msg: Message, now_ms: int, out: Outgoing | None = N
     return out
 
 
-def handle_batch(monitor: Monitor, msgs: Iterable[Message], now_ms: int) -> Outgoing:
+def handle_batch(
+    monitor: Monitor, msgs: Iterable[Message], now_ms: int, sources: Mapping[str, Source] | None = None
+) -> Outgoing:
     """A batch shares one Outgoing and one clock reading: no per-event allocation or time()."""
     out = Outgoing()
     for msg in msgs:
-        handle(monitor, msg, now_ms, out)
+        handle(monitor, msg, now_ms, out, sources)
     return out
 
 

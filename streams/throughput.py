@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from deploy.kafka_util import Sample, end_offsets, watch_commits
 from deploy.produce import produce_events
 from deploy.scenarios import Scenario
@@ -68,16 +70,26 @@ def worker_seconds(log_text: str) -> dict[str, float] | None:
     return ast.literal_eval(found[-1]) if found else None
 
 
-def bench_settings(settings: Settings, tag: str | None = None) -> Settings:
+def bench_settings(settings: Settings, tag: str | None = None, *, app: str = "bench", sink: bool = False) -> Settings:
+    """Settings of one benchmark run: throw-away topics (a unique prefix) and a unique app id,
+    so runs never see each other's records, offsets or detector state.
+
+    With ``sink``, also a sink group of its own and, for the embedded ClickHouse, a store of
+    its own under ``run_dir/bench/<tag>`` (chdb allows one process per data path).
+    """
     tag = tag or uuid.uuid4().hex[:8]
-    return settings.model_copy(
-        update={
-            "topic_prefix": f"{settings.topic_prefix}-bench-{tag}",
-            "app_id": f"bench-{tag}",
-            # the last commit comes at most this long after the last event was processed
-            "snapshot_every_seconds": min(settings.snapshot_every_seconds, 1.0),
-        }
-    )
+    update: dict[str, Any] = {
+        "topic_prefix": f"{settings.topic_prefix}-bench-{tag}",
+        "app_id": f"{app}-{tag}",
+        # the last commit comes at most this long after the last event was processed
+        "snapshot_every_seconds": min(settings.snapshot_every_seconds, 1.0),
+    }
+    if sink:
+        update["sink_group"] = f"bench-sink-{tag}"
+        if not settings.clickhouse_dsn.get_secret_value().strip():
+            store = Path(settings.run_dir).resolve() / "bench" / tag / "clickhouse"
+            update["clickhouse_dsn"] = SecretStr(f"chdb:{store}")
+    return settings.model_copy(update=update)
 
 
 def measure_worker_throughput(

@@ -4,34 +4,32 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
+from contextlib import closing
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
+from pydantic import SecretStr
 
 from consumers.sink import ClickHouseSink
 from consumers.store import open_clickhouse, query
+from deploy.kafka_util import iter_topic
 from deploy.produce import produce_events
 from deploy.scenarios import Drift, Scenario
 from deploy.services import start_services
 from schemas.codec import ALERT, DEAD_LETTER
-from pydantic import SecretStr
-
 from schemas.settings import Settings
 
 
 def read_all(settings: Settings, topic: str, until, timeout: float) -> list:
-    c = Consumer(settings.confluent_config(**{"group.id": f"t-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}))
-    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-    c.assign([TopicPartition(topic, p, 0) for p in parts])
-    got, deadline = [], time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not until(got):
-            msg = c.poll(0.5)
-            if msg is not None and not msg.error():
-                got.append(msg)
-    finally:
-        c.close()
+    """Messages of ``topic`` from the beginning until ``until(got)`` holds or ``timeout`` passes."""
+    got: list = []
+    with closing(iter_topic(settings, topic, timeout=timeout)) as msgs:
+        if until(got):
+            return got
+        for msg in msgs:
+            got.append(msg)
+            if until(got):
+                break
     return got
 
 
@@ -101,7 +99,7 @@ def test_drift_alert_and_dead_letter_end_to_end(pipeline: Settings, tmp_path):
     worker.join(30)
     assert n_dead == 2
     on_topic = {ALERT.decode(m.value())["alert_id"] for m in read_all(settings, settings.topics.alerts, lambda g: False, 5)}
-    cols, rows = query(client, "SELECT alert_id, count() FROM drift_alerts FINAL GROUP BY alert_id")
+    _, rows = query(client, "SELECT alert_id, count() FROM drift_alerts FINAL GROUP BY alert_id")
     assert {r[0] for r in rows} == on_topic and all(r[1] == 1 for r in rows), "a replayed alert made a second row"
     raw = query(client, "SELECT count() FROM drift_alerts")[1][0][0]
     assert raw >= len(rows)  # duplicates may sit unmerged; FINAL collapses them

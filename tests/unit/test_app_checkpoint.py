@@ -131,7 +131,7 @@ def test_snapshot_goes_to_the_partition_of_its_slice_and_into_the_table():
         blob = app.table.get(state_key("demo-model", slice_))
         assert blob is not None and app.table._partition[state_key("demo-model", slice_)] == partition
         st = decode_state(blob)
-        assert st.last_offset == {partition: 49} and st.events == 50
+        assert st.last_offset == {(TOPIC, partition): 49} and st.events == 50
 
 
 def test_nothing_is_committed_when_a_delivery_failed():
@@ -182,7 +182,7 @@ def test_restore_on_assignment_feeds_the_loader(monkeypatch):
     more = messages(Scenario(slices=("eu-west",), events_per_slice=260, drifts=()), {"eu-west": 0})
     app.process(more, now=0.0)  # offsets 0..249 are already in the snapshot and are skipped
     st = app.monitor.slices[("demo-model", "eu-west")]
-    assert st.events == 260 and st.last_offset == {0: 259}
+    assert st.events == 260 and st.last_offset == {(TOPIC, 0): 259}
 
 
 def test_an_alert_makes_the_next_checkpoint_due_at_once():

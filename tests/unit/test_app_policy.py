@@ -35,7 +35,7 @@ def test_a_batch_shares_one_outgoing_and_remembers_each_slices_partition():
     out = handle_batch(m, msgs, now_ms=0)
     assert out.touched == {("m", "a"): 0, ("m", "b"): 2}
     assert len(out.dead_letters) == 1 and out.alerts == []
-    assert m.slices[("m", "a")].last_offset == {0: 5}
+    assert m.slices[("m", "a")].last_offset == {("t", 0): 5}
 
 
 def policy(**kw) -> CheckpointPolicy:

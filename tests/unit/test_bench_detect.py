@@ -220,3 +220,17 @@ def test_report_prints_both_systems_side_by_side(sc):
     assert mean_row.split("|")[1].split()[:5] == ["1/1", "0", "0", "50", "50"]
     assert mean_row.split("|")[2].split()[:5] == ["1/1", "0", "0", "499", "499"]
     assert "FAIL" in text and not math.isnan(theirs["false_alarms_per_million"])
+
+
+def test_run_settings_isolate_topics_group_and_store(tmp_path):
+    from schemas.settings import load_settings
+    from streams.throughput import bench_settings
+
+    base = load_settings(run_dir=tmp_path, snapshot_every_seconds=10.0)
+    run = bench_settings(base, "abc", app="bench-detect", sink=True)
+    assert (run.topic_prefix, run.app_id, run.sink_group) == ("drift-bench-abc", "bench-detect-abc", "bench-sink-abc")
+    assert run.clickhouse_dsn.get_secret_value() == f"chdb:{tmp_path.resolve() / 'bench' / 'abc' / 'clickhouse'}"
+    assert run.snapshot_every_seconds == 1.0
+    plain = bench_settings(base)
+    assert plain.sink_group == base.sink_group and plain.clickhouse_dsn == base.clickhouse_dsn
+    assert plain.app_id.startswith("bench-") and plain.app_id != bench_settings(base).app_id

@@ -41,6 +41,8 @@ CASES = [
     ("adwin_variance", {}, "scale"),
     ("chi_square", {}, "category"),
     ("rate", {}, "rare"),
+    ("bernoulli_cusum", {}, "rare"),
+    ("page_hinkley", {}, "mean"),
 ]
 
 
@@ -70,11 +72,62 @@ def test_clones_are_fresh_and_independent(key, params, kind):
 def test_unknown_key_lists_valid_ones():
     with pytest.raises(UnknownKeyError) as info:
         make_detector("adwinn")
-    assert "valid: adwin, adwin_variance, chi_square, rate" in str(info.value)
+    assert "valid: adwin, adwin_variance, bernoulli_cusum, chi_square, page_hinkley, rate" in str(info.value)
 
 
 def test_bad_params_name_the_detector():
     with pytest.raises(ConfigError, match="adwin"):
         make_detector("adwin", {"delta": 5})
-    with pytest.raises(ConfigError, match="bad parameters"):
+    with pytest.raises(UnknownKeyError, match="'nope'; valid: calibrate, clock, delta, grace_period"):
         make_detector("adwin", {"nope": 1})
+    with pytest.raises(ConfigError, match="bernoulli_cusum.arl"):
+        make_detector("bernoulli_cusum", {"arl": 0.5})
+
+
+def _bits(rates_and_lengths, seed: int = 5) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return [float(x) for p, n in rates_and_lengths for x in rng.random(n) < p]
+
+
+@pytest.mark.parametrize(
+    "params, before, after, median_under",
+    [
+        ({}, (0.0, 2000), (0.05, 2000), 250),  # 5% out of range where there were none
+        ({"arl": 1e6}, (0.08, 2500), (0.24, 1500), 250),  # the error rate tripled
+    ],
+)
+def test_cusum_detects_rate_increases_soon(params, before, after, median_under):
+    delays = []
+    for seed in range(9):
+        at = first_detection(make_detector("bernoulli_cusum", params), _bits([before, after], seed))
+        assert at is not None and at >= before[1], (seed, at)
+        delays.append(at - before[1])
+    assert sorted(delays)[4] < median_under, delays
+
+
+def test_cusum_stays_quiet_on_stable_rates():
+    """Wald: the in-control run length is at least arl; 1.2M stable values over many rates."""
+    fires = 0
+    for i, p in enumerate((0.0, 0.001, 0.01, 0.05, 0.1, 0.3)):
+        for rep in range(4):
+            det = make_detector("bernoulli_cusum", {"arl": 1e6})
+            fires += sum(det.update(x) for x in _bits([(p, 50_000)], seed=100 * i + rep))
+    assert fires == 0
+
+
+def test_cusum_reference_follows_the_stable_rate_but_not_the_change():
+    det = make_detector("bernoulli_cusum")
+    for x in _bits([(0.02, 6000)]):
+        det.update(x)
+    settled = det.reference_rate
+    assert 0.02 < settled < 0.03  # the upper Wilson bound of a reference that grew past 500
+    fired_at = first_detection(det, _bits([(0.2, 400)], seed=9))
+    assert fired_at is not None and fired_at < 150
+    assert float(det.detection_params["reference_rate"]) < 0.03  # the lagged reference did not absorb the 20%
+    assert det.window > 0  # the run since the statistic left zero: the change-point estimate
+
+
+def test_page_hinkley_stays_quiet_on_a_stable_stream():
+    rng = np.random.default_rng(1)
+    det = make_detector("page_hinkley")
+    assert not any(det.update(float(x)) for x in rng.normal(20, 4, 100_000))

@@ -9,8 +9,9 @@ import numpy as np
 from deploy.scenarios import Drift, Scenario
 from schemas.codec import ALERT, STAT
 from schemas.settings import load_settings
+from streams.app import SnapshotTable, StreamsApp, encode_state, state_key
 from streams.config import prototypes
-from streams.monitor import Monitor, MonitorConfig
+from streams.monitor import STATE_VERSION, Monitor, MonitorConfig, SliceState
 
 PROTOS = prototypes(load_settings())
 
@@ -84,3 +85,32 @@ def test_missing_values_are_counted_not_fed():
         stats += m.observe(ev, "t", 0, i, 0).stats
     assert len(stats) == 1 and stats[0]["missing_rate"] == 0.5 and stats[0]["count"] == 10
     assert np.isclose(stats[0]["mean"], 4.0)
+
+
+def test_binary_errors_go_to_the_cusum_and_regression_errors_to_adwin():
+    """A 0/1 label with a score in [0, 1] is a misclassification stream; any other label an absolute error."""
+    rng = np.random.default_rng(4)
+    m = Monitor(PROTOS, MonitorConfig())
+    alerts = []
+    for i in range(6000):
+        y = float(rng.normal(100, 10))
+        pred = y + float(rng.normal(0, 2 if i < 3000 else 6))  # the regression model gets worse at 3000
+        ev = {"model": "m", "slice": "s", "event_time": i, "features": {}, "prediction": pred, "label": y}
+        alerts += m.observe(ev, "t", 0, i, 0).alerts
+    perf = [a for a in alerts if a["alert_type"] == "PERFORMANCE_DRIFT"]
+    assert perf and perf[0]["detector"] == "adwin" and perf[0]["detector_params"]["channel"] == "abs_error"
+    assert 3000 <= perf[0]["last_offset"] < 3300 and perf[0]["feature"] is None
+    st = m.slices[("m", "s")]
+    assert st.error.error.seen == 0 and st.error.abs_error.seen == 6000
+
+
+def test_a_snapshot_of_older_code_starts_fresh_instead_of_failing(caplog):
+    app = StreamsApp.__new__(StreamsApp)  # only the loader is exercised: no Kafka clients
+    st = SliceState("m", "s")
+    st.version = 2
+    app.table, app.restored = SnapshotTable(), 0
+    app.table.put(0, state_key("m", "s"), encode_state(st))
+    assert app._load("m", "s") is None and "older code" in caplog.text
+    st.version = STATE_VERSION
+    app.table.put(0, state_key("m", "s"), encode_state(st))
+    assert app._load("m", "s").slice == "s" and app.restored == 1

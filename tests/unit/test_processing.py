@@ -41,4 +41,4 @@ def test_good_message_updates_state():
     ok = EVENT.encode({"event_id": "a", "event_time": 1, "model": "m", "slice": "s", "features": {"x": 1.0}, "categorical": {}})
     out = handle(m, Message(b"s", ok, "t", 0, 7, None), 0)
     assert out.dead_letters == [] and out.state is m.slices[("m", "s")]
-    assert out.state.last_offset == {0: 7}
+    assert out.state.last_offset == {("t", 0): 7}

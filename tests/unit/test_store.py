@@ -95,10 +95,13 @@ def test_split_statements_respects_quotes_and_comments():
 def test_ddl_files_are_ordered_and_one_statement_each():
     names = [name for name, _ in store.ddl_files()]
     assert names == ["001_drift_stats.sql", "002_drift_alerts.sql", "003_dead_letters.sql",
-                     "004_retrain_requests.sql", "005_retrain_results.sql"]  # fmt: skip
+                     "004_retrain_requests.sql", "005_retrain_results.sql", "006_rollups.sql"]  # fmt: skip
     for name, text in store.ddl_files():
         statements = store.split_statements(text)
-        assert len(statements) == 1 and statements[0].startswith("CREATE TABLE IF NOT EXISTS"), name
+        if name < "006":  # one table per file; later files add rollups (tables + their views)
+            assert len(statements) == 1, name
+        for statement in statements:  # idempotent: apply_schema runs at every sink start
+            assert statement.startswith(("CREATE TABLE IF NOT EXISTS", "CREATE MATERIALIZED VIEW IF NOT EXISTS")), name
 
 
 # --- the embedded store ----------------------------------------------------------------------
@@ -127,7 +130,9 @@ def test_apply_schema_is_idempotent_and_creates_the_tables(ch):
     assert store.apply_schema(ch) == [name for name, _ in store.ddl_files()]
     store.apply_schema(ch)
     _, got = store.query(ch, "SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name")
-    assert got == [(t, "ReplacingMergeTree") for t in sorted(TABLES)]
+    rollups = [("alerts_hourly", "AggregatingMergeTree"), ("alerts_hourly_mv", "MaterializedView"),
+               ("drift_score_minutely", "AggregatingMergeTree"), ("drift_score_minutely_mv", "MaterializedView")]
+    assert got == sorted([(t, "ReplacingMergeTree") for t in TABLES] + rollups)
 
 
 def test_query_returns_names_and_tuples(ch):

@@ -1,0 +1,151 @@
+"""Prometheus metrics of the services: the counters every service shares, and the endpoint.
+
+Each service process serves ``/metrics`` on its own port: ``DRIFT_METRICS_PORT`` for the
+first service and the next ports for the others, in :data:`SERVICE_PORT_OFFSETS` order
+(``0`` turns the endpoints off). Metric objects live here, module level, so any service
+increments them with one line, e.g. ``metrics.RETRAIN_JOBS.labels(model, tier, decision).inc()``
+or the ``observe_*`` helpers. Names (Prometheus adds ``_total`` to counters):
+
+==========================================  ==========================================================
+driftwatch_events_total{topic}              events the streams worker processed (rate() = events/s)
+driftwatch_stats_total                      DriftStat records emitted
+driftwatch_alerts_total{alert_type,severity}  alerts emitted by the streams worker
+driftwatch_dead_letters_total{service}      messages dead-lettered (streams: to the DLQ; sink: undecodable)
+driftwatch_consumer_lag{client,topic,partition}  messages behind the high watermark (librdkafka statistics)
+driftwatch_sink_rows_total{table}           rows the sink inserted into ClickHouse
+driftwatch_sink_insert_failures_total       failed ClickHouse inserts (the batch is retried)
+driftwatch_retrain_requests_total{model,tier}  retrain requests sent by the policy router
+driftwatch_retrain_jobs_total{model,tier,decision}  retrain jobs finished (PROMOTED, REJECTED, ROLLED_BACK)
+driftwatch_retrain_train_seconds{tier}      histogram of training time per job
+driftwatch_retrain_params_updated_total     parameters trained by the jobs; with ...params_total_total the
+driftwatch_retrain_params_total_total       share selective retraining touched (compute saved)
+driftwatch_query_requests_total{outcome}    SQL answered on the query socket (ok, refused, query, request)
+==========================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICE_PORT_OFFSETS = {"streams": 0, "sink": 1, "router": 2, "retrain": 3}
+
+EVENTS = Counter("driftwatch_events", "Events the streams worker processed", ["topic"])
+STATS = Counter("driftwatch_stats", "DriftStat records emitted by the streams worker")
+ALERTS = Counter("driftwatch_alerts", "Alerts emitted by the streams worker", ["alert_type", "severity"])
+DEAD_LETTERS = Counter("driftwatch_dead_letters", "Messages dead-lettered", ["service"])
+CONSUMER_LAG = Gauge(
+    "driftwatch_consumer_lag", "Messages behind the partition's high watermark", ["client", "topic", "partition"]
+)
+SINK_ROWS = Counter("driftwatch_sink_rows", "Rows the sink inserted into ClickHouse", ["table"])
+SINK_INSERT_FAILURES = Counter("driftwatch_sink_insert_failures", "Failed ClickHouse inserts (batch retried)")
+RETRAIN_REQUESTS = Counter("driftwatch_retrain_requests", "Retrain requests sent by the router", ["model", "tier"])
+RETRAIN_JOBS = Counter("driftwatch_retrain_jobs", "Retrain jobs finished", ["model", "tier", "decision"])
+RETRAIN_SECONDS = Histogram(
+    "driftwatch_retrain_train_seconds", "Training time per retrain job", ["tier"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)  # fmt: skip
+RETRAIN_PARAMS_UPDATED = Counter("driftwatch_retrain_params_updated", "Parameters trained by retrain jobs")
+RETRAIN_PARAMS_TOTAL = Counter("driftwatch_retrain_params_total", "Parameters of the models retrain jobs touched")
+QUERY_REQUESTS = Counter("driftwatch_query_requests", "SQL requests on the query socket", ["outcome"])
+
+
+def service_port(settings: Settings, service: str) -> int | None:
+    """The metrics port of a service, or None when metrics are off."""
+    if not settings.metrics_port:
+        return None
+    offset = SERVICE_PORT_OFFSETS.get(service, len(SERVICE_PORT_OFFSETS))
+    return settings.metrics_port + offset
+
+
+def start_metrics(settings: Settings, service: str) -> int | None:
+    """Serve /metrics for this process; a busy port is logged, never fatal (metrics are optional)."""
+    port = service_port(settings, service)
+    if port is None:
+        return None
+    try:
+        start_http_server(port, addr=settings.metrics_host)
+    except OSError as exc:
+        log.warning("metrics for %s not served on %s:%d: %s", service, settings.metrics_host, port, exc)
+        return None
+    log.info("metrics for %s on http://%s:%d/metrics", service, settings.metrics_host, port)
+    return port
+
+
+# --------------------------------------------------------------------------------------
+# librdkafka statistics -> consumer lag
+# --------------------------------------------------------------------------------------
+
+
+def record_kafka_stats(stats_json: str) -> int:
+    """Set the lag gauges from one librdkafka statistics JSON; returns partitions seen.
+
+    Uses ``consumer_lag_stored`` (behind the offset we stored/committed, which is what a
+    restart replays), falling back to ``consumer_lag``; -1 (unknown) is skipped.
+    """
+    try:
+        stats = json.loads(stats_json)
+    except ValueError:
+        return 0
+    client = str(stats.get("client_id") or stats.get("name") or "")
+    seen = 0
+    for topic, t in (stats.get("topics") or {}).items():
+        for pid, p in (t.get("partitions") or {}).items():
+            if pid == "-1":  # librdkafka's internal UA partition
+                continue
+            lag = p.get("consumer_lag_stored", -1)
+            if lag is None or lag < 0:
+                lag = p.get("consumer_lag", -1)
+            if lag is None or lag < 0:
+                continue
+            CONSUMER_LAG.labels(client, topic, pid).set(lag)
+            seen += 1
+    return seen
+
+
+def stats_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka properties that turn on statistics and feed them to the lag gauges."""
+    if not settings.kafka_stats_interval_ms:
+        return {}
+    return {"statistics.interval.ms": settings.kafka_stats_interval_ms, "stats_cb": record_kafka_stats}
+
+
+# --------------------------------------------------------------------------------------
+# Helpers for the services
+# --------------------------------------------------------------------------------------
+
+
+def observe_streams(out: Any, events: int, topic: str, decode_alert: Callable[[bytes], dict] | None = None) -> None:
+    """Count one processed batch of the streams worker (``out``: its Outgoing records)."""
+    if decode_alert is None:
+        from schemas.codec import ALERT
+
+        decode_alert = ALERT.decode
+    EVENTS.labels(topic).inc(events)
+    if out.stats:
+        STATS.inc(len(out.stats))
+    if out.dead_letters:
+        DEAD_LETTERS.labels("streams").inc(len(out.dead_letters))
+    for _key, value in out.alerts:  # alerts are rare: decoding them for labels is cheap
+        alert = decode_alert(value)
+        ALERTS.labels(alert["alert_type"], alert["severity"]).inc()
+
+
+def observe_retrain_request(request: dict[str, Any]) -> None:
+    RETRAIN_REQUESTS.labels(request["model"], request["tier"]).inc()
+
+
+def observe_retrain_result(result: dict[str, Any]) -> None:
+    """Count one finished retrain job from its RetrainResult record."""
+    RETRAIN_JOBS.labels(result["model"], result["tier"], result["decision"]).inc()
+    RETRAIN_SECONDS.labels(result["tier"]).observe(result["train_seconds"])
+    RETRAIN_PARAMS_UPDATED.inc(result["params_updated"])
+    RETRAIN_PARAMS_TOTAL.inc(result["params_total"])

@@ -1,0 +1,230 @@
+"""One retrain job: a RetrainRequest and its snapshot's events in, a RetrainResult out.
+
+Steps: split the model's labelled events (seeded hash of event_id: train / validation /
+holdout), load the current version (bootstrapping one first if the model has none), update the
+requested modules with everything else frozen (hash-checked), gate on the holdout, then
+save + promote (compare-and-swap on the parent) or reject. The current pointer changes only
+on PROMOTED.
+
+Idempotent per request_id: a finished job's result is stored in the registry
+(``decisions/<request_id>.json``) and returned as is on a re-run; a crash after saving the
+version but before the decision finishes the promotion instead of training again. A crash
+anywhere earlier leaves nothing behind but an unreferenced temp dir.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from retrain_jobs.dependency import ALL_MODULES
+from retrain_jobs.features import DataError
+from retrain_jobs.model import model_class
+from retrain_jobs.registry import Manifest, Registry, RegistryError
+from retrain_jobs.selective import TrainConfig, gate, per_slice, split_events, update
+from schemas.codec import RETRAIN_RESULT
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+MIN_REFERENCE_EVENTS = 50
+MAX_REBASES = 2
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def retrain_settings(settings: Settings) -> dict[str, Any]:
+    return {k: v for k, v in settings.model_dump(mode="json").items() if k.startswith("retrain_")}
+
+
+def labelled_events(events: Sequence[Mapping[str, Any]], model: str) -> list[Mapping[str, Any]]:
+    return [e for e in events if e.get("model") == model and e.get("label") is not None]
+
+
+def bootstrap(
+    model: str,
+    events: Sequence[Mapping[str, Any]],
+    registry: Registry,
+    settings: Settings,
+    *,
+    snapshot: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> Manifest:
+    """Fit every module of a new model on ``events`` and register + promote it as a version."""
+    torch.set_num_threads(settings.retrain_threads)
+    labelled = labelled_events(events, model)
+    if not labelled:
+        raise DataError(f"no labelled events of model {model!r} to bootstrap from")
+    train, val, hold = split_events(labelled, settings.retrain_holdout_share, settings.retrain_val_share,
+                                    settings.retrain_seed)
+    cls = model_class(settings.retrain_model_class)
+    net = cls.fit_new(train + val, {}, seed=settings.retrain_seed)
+    stats = update(net, list(net.module_map()), train, val, TrainConfig.bootstrap(settings))
+    net.eval()
+    metrics = {
+        "metric_name": settings.retrain_metric,
+        "holdout": per_slice(net, hold, settings.retrain_metric) if hold else {},
+        "train_events": len(train),
+        "val_events": len(val),
+        "holdout_events": len(hold),
+        "train_seconds": stats.train_seconds,
+        "epochs": stats.epochs,
+    }
+    parent = registry.current_version(model)
+    manifest = registry.save(
+        model, net, parent_version=parent, request_id=request_id, snapshot=snapshot,
+        seeds={"split": settings.retrain_seed, "torch": settings.retrain_seed}, metrics=metrics,
+        settings=retrain_settings(settings), tier="FULL", modules_updated=sorted(net.module_map()),
+    )
+    registry.promote(model, manifest.version, expect_current=parent)
+    log.info("bootstrapped %s %s on %d events", model, manifest.version, len(train) + len(val))
+    return manifest
+
+
+def _result(request: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+    base = {
+        "schema_version": RETRAIN_RESULT.version,
+        "request_id": request["request_id"],
+        "model": request["model"],
+        "new_version": None,
+        "parent_version": None,
+        "tier": request["tier"],
+        "slices": list(request.get("slices") or []),
+        "modules_updated": [],
+        "params_updated": 0,
+        "params_total": 0,
+        "train_seconds": 0.0,
+        "metric_name": "",
+        "metric_before": float("nan"),
+        "metric_after": float("nan"),
+        "other_slices_max_regression": 0.0,
+        "latency_ms": None,
+        "decision": "REJECTED",
+        "reason": "",
+        "artifact_uri": None,
+        "finished_at": _now_ms(),
+    }
+    base.update(fields)
+    return base
+
+
+def _finish_saved(registry: Registry, manifest: Manifest) -> dict[str, Any]:
+    """A version was saved for this request but the job stopped before recording a decision."""
+    result = dict(manifest.result or {})
+    try:
+        registry.promote(manifest.model, manifest.version, expect_current=manifest.parent_version)
+    except RegistryError as exc:
+        result.update(decision="REJECTED", reason=f"stale parent: {exc}")
+    registry.record_decision(manifest.model, manifest.result["request_id"], result)
+    return result
+
+
+def _resolve_targets(net: Any, modules: Sequence[str], slices: Sequence[str]) -> list[str]:
+    if ALL_MODULES in modules:
+        return sorted(net.module_map())
+    for s in slices:  # a slice new to the model gets its own adapter, copied from the default
+        if f"adapter.{s}" in modules:
+            net.ensure_slice(s)
+    known = net.module_map()
+    unknown = sorted(set(modules) - set(known))
+    if unknown:
+        raise DataError(f"unknown module(s) {unknown}; the model has {sorted(known)}")
+    return sorted(modules)
+
+
+def run_job(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]], registry: Registry,
+            settings: Settings) -> dict[str, Any]:
+    """Run one RetrainRequest on its snapshot's events; a RetrainResult record dict."""
+    torch.set_num_threads(settings.retrain_threads)
+    model, rid = request["model"], request["request_id"]
+    done = registry.decision(model, rid)
+    if done is not None:
+        return done
+    saved = registry.find_request(model, rid)
+    if saved is not None and saved.result is not None:
+        return _finish_saved(registry, saved)
+
+    snapshot = request.get("snapshot") or {}
+    slices = list(request.get("slices") or snapshot.get("slice_filter") or [])
+    metric = settings.retrain_metric
+    try:
+        labelled = labelled_events(events, model)
+        if not labelled:
+            raise DataError(f"the snapshot holds no labelled events of model {model!r}")
+        train, val, hold = split_events(labelled, settings.retrain_holdout_share, settings.retrain_val_share,
+                                        settings.retrain_seed)
+        if registry.current(model) is None:
+            reference = [e for e in train + val if e["slice"] not in slices]
+            if len(reference) < MIN_REFERENCE_EVENTS:  # only the alerted slices: their earliest half
+                ordered = sorted(train + val, key=lambda e: (e["event_time"], e["event_id"]))
+                reference = ordered[: len(ordered) // 2]
+            try:
+                bootstrap(model, reference, registry, settings, snapshot=dict(snapshot),
+                          request_id=f"bootstrap:{rid}")
+            except RegistryError:
+                if registry.current(model) is None:
+                    raise
+                log.info("%s: another job bootstrapped it first; using that version", model)
+        if request["tier"] == "FULL":
+            train_t, val_t = train, val
+        else:
+            train_t = [e for e in train if e["slice"] in slices]
+            val_t = [e for e in val if e["slice"] in slices]
+        for _attempt in range(MAX_REBASES + 1):  # another job promoted meanwhile: redo on its version
+            net, manifest = registry.load(model)
+            before_net = copy.deepcopy(net)
+            targets = _resolve_targets(net, list(request.get("modules") or []), slices)
+            if not targets:
+                raise DataError("the request names no modules")
+            stats = update(net, targets, train_t, val_t, TrainConfig.incremental(settings))
+            net.eval()
+            verdict = gate(before_net, net, hold, slices, settings)
+            if registry.current_version(model) == manifest.version:
+                break
+            log.info("%s: current moved from %s while job %s ran; redoing it", model, manifest.version, rid)
+    except DataError as exc:
+        result = _result(request, metric_name=metric, reason=f"data: {exc}")
+        registry.record_decision(model, rid, result)
+        return result
+
+    result = _result(
+        request,
+        parent_version=manifest.version,
+        slices=slices,
+        modules_updated=stats.modules,
+        params_updated=stats.params_updated,
+        params_total=stats.params_total,
+        train_seconds=stats.train_seconds,
+        metric_name=metric,
+        metric_before=verdict.metric_before,
+        metric_after=verdict.metric_after,
+        other_slices_max_regression=verdict.other_slices_max_regression,
+        latency_ms=verdict.latency_ms,
+        decision="PROMOTED" if verdict.passed else "REJECTED",
+        reason=verdict.reason,
+    )
+    if not verdict.passed:
+        registry.record_decision(model, rid, result)
+        return result
+    metrics = {
+        "metric_name": metric,
+        "holdout_before": verdict.slices_before,
+        "holdout": verdict.slices_after,
+        "train_events": stats.train_events,
+        "epochs": stats.epochs,
+        "cached_embeddings": stats.cached_embeddings,
+        "train_seconds": stats.train_seconds,
+    }
+    new = registry.save(
+        model, net, parent_version=manifest.version, request_id=rid, snapshot=dict(snapshot),
+        seeds={"split": settings.retrain_seed, "torch": settings.retrain_seed}, metrics=metrics,
+        settings=retrain_settings(settings), tier=request["tier"], modules_updated=stats.modules,
+        result=result,
+    )
+    return _finish_saved(registry, new)

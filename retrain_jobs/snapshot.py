@@ -1,0 +1,123 @@
+"""Read a DataSnapshot (topic + exact offset ranges) back from Kafka.
+
+Reproducibility is the point: a RetrainRequest names offsets, not "the latest data", so a job
+re-run reads exactly the same events. The reader assigns partitions and seeks (no group
+membership, no commits), stops each partition at its exclusive end offset, skips messages that
+do not decode (counted and logged; the streams worker already sent them to the DLQ) and applies
+``labelled_only``. It returns every slice in the ranges: the job trains on the slice filter and
+checks the other slices for regressions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from schemas.codec import decode_event
+from schemas.errors import InfraError, SchemaError
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _consumer(settings: Settings) -> Consumer:
+    return Consumer(
+        settings.confluent_config(
+            **{
+                "group.id": f"snapshot-{uuid.uuid4().hex[:8]}",  # required by librdkafka; never joined
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+            }
+        )
+    )
+
+
+def read_snapshot(settings: Settings, snapshot: Mapping[str, Any], timeout: float = 60.0) -> list[dict]:
+    """The decoded events of ``snapshot['ranges']`` (end exclusive), labelled ones only if asked."""
+    topic = snapshot["topic"]
+    wanted = {
+        int(r["partition"]): (int(r["start_offset"]), int(r["end_offset"]))
+        for r in snapshot["ranges"]
+        if int(r["end_offset"]) > int(r["start_offset"])
+    }
+    if not wanted:
+        return []
+    consumer = _consumer(settings)
+    events: list[dict] = []
+    skipped = 0
+    try:
+        for p, (start, end) in list(wanted.items()):  # a range past the end would never finish
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if end > high:
+                log.warning("%s[%d]: range end %d beyond the log end %d; reading to %d", topic, p, end, high, high)
+                wanted[p] = (start, high)
+            if start < low:
+                log.warning("%s[%d]: offsets %d..%d were deleted by retention", topic, p, start, low)
+        wanted = {p: se for p, se in wanted.items() if se[1] > se[0]}
+        consumer.assign([TopicPartition(topic, p, start if start >= 0 else OFFSET_BEGINNING)
+                         for p, (start, _) in wanted.items()])
+        pending = set(wanted)
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise InfraError(
+                    f"snapshot of {topic}: partitions {sorted(pending)} not read to their end offsets within "
+                    f"{timeout:.0f}s ({len(events)} events so far)"
+                )
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                p = msg.partition()
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        if p in pending and msg.offset() >= wanted[p][1]:
+                            pending.discard(p)
+                        continue
+                    raise InfraError(f"snapshot of {topic}[{p}]: {msg.error()}")
+                if p not in pending:
+                    continue
+                start, end = wanted[p]
+                off = msg.offset()
+                if off >= end:
+                    pending.discard(p)
+                    continue
+                if off >= start:
+                    try:
+                        event = decode_event(msg.value())
+                    except SchemaError as exc:
+                        skipped += 1
+                        log.debug("snapshot %s[%d]@%d skipped: %s", topic, p, off, exc)
+                    else:
+                        if not snapshot.get("labelled_only", True) or event.get("label") is not None:
+                            events.append(event)
+                if off >= end - 1:
+                    pending.discard(p)
+    finally:
+        consumer.close()
+    if skipped:
+        log.warning("snapshot of %s: skipped %d undecodable message(s)", topic, skipped)
+    return events
+
+
+def latest_ranges(settings: Settings, topic: str, max_events_per_partition: int | None = None) -> list[dict]:
+    """Offset ranges of the most recent ``max_events_per_partition`` messages of every partition
+    (None: everything still retained)."""
+    consumer = _consumer(settings)
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic]
+        if parts.error is not None:
+            raise InfraError(f"topic {topic}: {parts.error}")
+        ranges = []
+        for p in sorted(parts.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            start = low if max_events_per_partition is None else max(low, high - max_events_per_partition)
+            if high > start:
+                ranges.append({"partition": p, "start_offset": start, "end_offset": high})
+        return ranges
+    finally:
+        consumer.close()

@@ -1,0 +1,341 @@
+"""The retrain worker: RetrainRequests in, RetrainResults out (``python -m deploy.services retrain``).
+
+One confluent-kafka consumer group (``retrain_group``); more workers, more parallel jobs.
+Requests are keyed by model, so one model's requests land on one partition and run one after
+the other (no two jobs promote versions of the same model at once).
+
+Per request: decode -> :func:`retrain_jobs.snapshot.read_snapshot` -> :func:`retrain_jobs.job.run_job`
+-> publish the RetrainResult (key = model) and wait for the broker's ack -> commit the request's
+offset. A crash anywhere before the ack publishes nothing and commits nothing, so the request is
+delivered again and ``run_job`` (idempotent per request_id) decides the same.
+
+- A bad request (undecodable, or the job raises a :class:`~schemas.errors.DriftError` or any
+  other error) becomes a REJECTED result whose reason starts with ``job failed:``; the router
+  does not escalate those. The worker goes on.
+- An :class:`~schemas.errors.InfraError` or a retriable Kafka error (e.g. the snapshot cannot
+  be read from Kafka) is transient: nothing is published, the same request is retried after an
+  exponential backoff (up to 30 s), for as long as it takes.
+- Long jobs run in a thread while the main loop keeps polling with the partitions paused, so
+  ``max.poll.interval.ms`` never expires and rebalances are not held up by a job. A job running
+  past ``retrain_max_job_seconds`` stops the worker (its request goes to another member).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from consumers.router import FAILED_REASON_PREFIX
+from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
+from schemas.errors import DriftError, InfraError
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+BACKOFF_START = 1.0
+BACKOFF_MAX = 30.0
+PUBLISH_TIMEOUT = 30.0
+
+ReadSnapshot = Callable[[Settings, dict], list[dict]]
+RunJob = Callable[[dict, list[dict], Any, Settings], dict]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def failed_result(request: dict[str, Any], reason: str, seconds: float = 0.0) -> dict[str, Any]:
+    """A REJECTED RetrainResult for a request whose job could not run."""
+    nan = math.nan
+    return {
+        "schema_version": RETRAIN_RESULT.version,
+        "request_id": request.get("request_id") or "",
+        "model": request.get("model") or "",
+        "new_version": None,
+        "parent_version": None,
+        "tier": request.get("tier") if request.get("tier") in ("ADAPTER", "MODULE", "FULL") else "ADAPTER",
+        "slices": list(request.get("slices") or []),
+        "modules_updated": [],
+        "params_updated": 0,
+        "params_total": 0,
+        "train_seconds": float(seconds),
+        "metric_name": "",
+        "metric_before": nan,
+        "metric_after": nan,
+        "other_slices_max_regression": nan,
+        "latency_ms": None,
+        "decision": "REJECTED",
+        "reason": FAILED_REASON_PREFIX + reason,
+        "artifact_uri": None,
+        "finished_at": now_ms(),
+    }
+
+
+class HungJobError(DriftError):
+    """A job ran past retrain_max_job_seconds; its thread cannot be stopped, so the process ends."""
+
+
+def transient(exc: BaseException) -> bool:
+    """Errors worth retrying the same request for: our InfraError and retriable Kafka errors."""
+    if isinstance(exc, InfraError):
+        return True
+    if isinstance(exc, KafkaException) and exc.args and hasattr(exc.args[0], "retriable"):
+        return bool(exc.args[0].retriable())
+    return False
+
+
+@dataclass
+class Job:
+    """A request being worked on: where it came from and its running future."""
+
+    topic: str
+    partition: int
+    offset: int
+    request: dict[str, Any]
+    started: float
+    future: Future | None = None
+    result: dict[str, Any] | None = None  # set once computed; kept until published
+
+
+@dataclass
+class WorkerStats:
+    jobs: int = 0
+    published: dict[str, int] = field(default_factory=dict)  # decision -> count
+    failed: int = 0  # REJECTED because the job could not run
+    retries: int = 0  # transient errors retried
+    commit_failures: int = 0
+
+
+class RetrainWorker:
+    """The service. ``consumer``/``producer``/``read_snapshot``/``run_job``/``registry`` default to
+    the real ones; tests pass small fakes with the same interfaces."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: Any = None,
+        producer: Any = None,
+        read_snapshot: ReadSnapshot | None = None,
+        run_job: RunJob | None = None,
+        registry: Any = None,
+    ):
+        self.settings = settings
+        self._consumer = consumer
+        self.producer = producer if producer is not None else Producer(settings.producer_config())
+        if read_snapshot is None:
+            from retrain_jobs.snapshot import read_snapshot
+        if run_job is None:
+            from retrain_jobs.job import run_job
+        if registry is None:
+            from retrain_jobs.registry import Registry
+
+            registry = Registry(settings.registry_dir)
+        self.read_snapshot, self.run_job, self.registry = read_snapshot, run_job, registry
+        self.stats = WorkerStats()
+        self.job: Job | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrain-job")
+        self._retry_at: float | None = None
+        self._backoff = 0.0
+
+    # --- Kafka edge --------------------------------------------------------------------
+
+    @property
+    def consumer(self) -> Any:
+        if self._consumer is None:
+            self._consumer = Consumer(
+                self.settings.confluent_config(
+                    **{
+                        "group.id": self.settings.retrain_group,
+                        "client.id": f"drift-retrain-{self.settings.worker_id}",
+                        "enable.auto.commit": False,  # commit only after the result is acknowledged
+                        "auto.offset.reset": "earliest",
+                        "logger": log,
+                    }
+                )
+            )
+            self._consumer.subscribe([self.settings.topics.retrain_requests])
+        return self._consumer
+
+    def _pause(self, pause: bool) -> None:
+        try:
+            parts = self.consumer.assignment()
+            if parts:
+                (self.consumer.pause if pause else self.consumer.resume)(parts)
+        except KafkaException as exc:
+            log.warning("could not %s partitions: %s", "pause" if pause else "resume", exc)
+
+    # --- one request -------------------------------------------------------------------
+
+    def compute(self, request: dict[str, Any]) -> dict[str, Any]:
+        """read_snapshot -> run_job; a job that cannot run gives a REJECTED result. InfraError propagates."""
+        started = time.monotonic()
+        try:
+            events = self.read_snapshot(self.settings, request["snapshot"])
+            return self.run_job(request, events, self.registry, self.settings)
+        except Exception as exc:
+            if transient(exc):
+                raise
+            log.exception("request %s failed", request.get("request_id"))
+            return failed_result(request, f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+
+    def publish(self, result: dict[str, Any]) -> None:
+        """Produce the result and wait for the ack; raises InfraError when it was not delivered."""
+        errors: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        self.producer.produce(
+            self.settings.topics.retrain_results,
+            key=(result["model"] or "").encode(),
+            value=RETRAIN_RESULT.encode(result),
+            on_delivery=on_delivery,
+        )
+        left = self.producer.flush(PUBLISH_TIMEOUT)
+        if errors or left:
+            raise InfraError(f"RetrainResult {result['request_id']} not delivered: {errors or f'{left} still queued'}")
+
+    def commit(self, job: Job) -> None:
+        """Commit past the request; a failure (e.g. the partition moved meanwhile) only means the
+        request comes again, and run_job returns the stored decision."""
+        offsets = [TopicPartition(job.topic, job.partition, job.offset + 1)]
+        try:
+            done = self.consumer.commit(offsets=offsets, asynchronous=False) or []
+            error = next((p.error for p in done if getattr(p, "error", None)), None)
+        except KafkaException as exc:
+            error = exc
+        if error is not None:
+            self.stats.commit_failures += 1
+            log.warning("commit of %s[%d]@%d failed: %s", job.topic, job.partition, job.offset, error)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Poll (or keep the group alive while a job runs), then advance the current job."""
+        if self.job is None:
+            self._take(self.consumer.poll(POLL_SECONDS))
+            return
+        msg = self.consumer.poll(0 if self._job_ready() else POLL_SECONDS)
+        if msg is not None and not msg.error():
+            # delivered while busy (e.g. a new assignment is not paused): read it again later
+            self.consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+            self._pause(True)
+        self._advance()
+
+    def _take(self, msg: Any) -> None:
+        if msg is None:
+            return
+        if msg.error():
+            if msg.error().fatal():
+                raise KafkaException(msg.error())
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", msg.error())
+            return
+        job = Job(msg.topic(), msg.partition(), msg.offset(), {}, time.monotonic())
+        try:
+            job.request = RETRAIN_REQUEST.decode(msg.value() or b"")
+        except DriftError as exc:
+            key = (msg.key() or b"").decode("utf-8", errors="replace")
+            where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+            log.warning("undecodable request at %s: %s", where, exc)
+            job.request = {"request_id": f"undecodable:{where}", "model": key}
+            job.result = failed_result(job.request, f"undecodable request at {where}: {exc}")
+        self.job = job
+        self.stats.jobs += 1
+        self._pause(True)
+        log.info("request %s: %s %s of %s on %s", job.request.get("request_id"), job.request.get("tier"),
+                 job.request.get("modules"), job.request.get("model"), job.request.get("slices"))  # fmt: skip
+        if job.result is None:
+            job.future = self._executor.submit(self.compute, job.request)
+        self._advance()
+
+    def _job_ready(self) -> bool:
+        job = self.job
+        return job is not None and (job.result is not None or (job.future is not None and job.future.done()))
+
+    def _advance(self) -> None:
+        job = self.job
+        if job is None:
+            return
+        if self._retry_at is not None and time.monotonic() < self._retry_at:
+            return
+        if job.result is None:
+            if job.future is None:
+                job.future = self._executor.submit(self.compute, job.request)
+            if not job.future.done():
+                if time.monotonic() - job.started > self.settings.retrain_max_job_seconds:
+                    raise HungJobError(
+                        f"request {job.request.get('request_id')} ran over {self.settings.retrain_max_job_seconds:.0f}s "
+                        "(retrain_max_job_seconds); stopping so another worker takes it"
+                    )
+                return
+            try:
+                job.result = job.future.result()
+            except (InfraError, KafkaException) as exc:  # only transient ones get here (see compute)
+                job.future = None
+                self._start_backoff(f"job of {job.request.get('request_id')}: {exc}")
+                return
+        try:
+            self.publish(job.result)
+        except (InfraError, KafkaException, BufferError) as exc:
+            self._start_backoff(f"publishing {job.result['request_id']}: {exc}")
+            return
+        decision = job.result["decision"]
+        self.stats.published[decision] = self.stats.published.get(decision, 0) + 1
+        if job.result["reason"].startswith(FAILED_REASON_PREFIX):
+            self.stats.failed += 1
+        log.info("result %s: %s (%s)", job.result["request_id"], decision, job.result["reason"])
+        self.commit(job)
+        self.job, self._retry_at, self._backoff = None, None, 0.0
+        self._pause(False)
+
+    def _start_backoff(self, what: str) -> None:
+        self.stats.retries += 1
+        self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_START)
+        self._retry_at = time.monotonic() + self._backoff
+        log.warning("%s; retrying in %.1fs", what, self._backoff)
+
+    def run(self, stop: threading.Event) -> WorkerStats:
+        """Serve until ``stop`` is set; a running job is finished and published first."""
+        log.info("retrain worker on %s (group %s)", self.settings.topics.retrain_requests, self.settings.retrain_group)
+        try:
+            while not stop.is_set() or (self.job is not None and self.job.future is not None):
+                if stop.is_set() and self._retry_at is not None:
+                    break  # transient failure while stopping: leave it to the re-delivery
+                self.step()
+        finally:
+            self.close()
+        return self.stats
+
+    def close(self) -> None:
+        running = self.job is not None and self.job.future is not None and not self.job.future.done()
+        self._executor.shutdown(wait=not running)  # a hung job's thread is left to the process exit
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        log.info("retrain worker closed: %s", self.stats)
+
+
+def run(settings: Settings) -> None:
+    import signal
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        RetrainWorker(settings).run(stop)
+    except HungJobError as exc:
+        log.error("%s", exc)
+        logging.shutdown()
+        os._exit(1)  # the job's thread cannot be interrupted; the request goes to another worker

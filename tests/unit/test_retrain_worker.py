@@ -1,0 +1,302 @@
+"""The retrain worker's loop: commit only after the result is acknowledged, bad requests become
+REJECTED results, transient failures publish nothing. Small fakes stand in for Kafka and the job."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from consumers.router import FAILED_REASON_PREFIX
+from retrain_jobs.worker import RetrainWorker, failed_result
+from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
+from schemas.errors import DriftError, InfraError
+from schemas.settings import load_settings
+
+SETTINGS = load_settings(topic_prefix="tw")
+REQUESTS = SETTINGS.topics.retrain_requests
+RESULTS = SETTINGS.topics.retrain_results
+
+
+class Msg:
+    def __init__(self, offset, value, partition=0, key=b"m"):
+        self._o, self._v, self._p, self._k = offset, value, partition, key
+
+    def topic(self):
+        return REQUESTS
+
+    def partition(self):
+        return self._p
+
+    def offset(self):
+        return self._o
+
+    def value(self):
+        return self._v
+
+    def key(self):
+        return self._k
+
+    def error(self):
+        return None
+
+
+class FakeConsumer:
+    """Serves messages, honours pause/seek, records commits with the events log."""
+
+    def __init__(self, events, messages=()):
+        self.events = events
+        self.queue = deque(messages)
+        self.paused = False
+        self.commits = []
+        self.closed = False
+
+    def poll(self, timeout=None):
+        if self.paused or not self.queue:
+            time.sleep(min(timeout or 0, 0.01))
+            return None
+        return self.queue.popleft()
+
+    def assignment(self):
+        return ["tp"]
+
+    def pause(self, parts):
+        self.paused = True
+
+    def resume(self, parts):
+        self.paused = False
+
+    def seek(self, tp):
+        raise AssertionError("no message should arrive while paused")
+
+    def commit(self, offsets, asynchronous=True):
+        assert asynchronous is False
+        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
+        self.events.append(("commit", offsets[0].offset))
+
+    def close(self):
+        self.closed = True
+
+
+class FakeProducer:
+    """Acknowledges on flush (or fails the delivery when ``fail`` is set)."""
+
+    def __init__(self, events, fail=0):
+        self.events = events
+        self.fail = fail
+        self.pending = []
+        self.delivered = []
+
+    def produce(self, topic, key=None, value=None, on_delivery=None):
+        self.pending.append((topic, key, value, on_delivery))
+
+    def flush(self, timeout=None):
+        for topic, key, value, cb in self.pending:
+            if self.fail:
+                self.fail -= 1
+                cb(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+            else:
+                self.delivered.append((topic, key, RETRAIN_RESULT.decode(value)))
+                self.events.append(("ack", RETRAIN_RESULT.decode(value)["request_id"]))
+                cb(None, None)
+        self.pending = []
+        return 0
+
+
+def request(rid="r1", model="m"):
+    return {
+        "schema_version": 1, "request_id": rid, "alert_ids": ["a1"], "model": model, "slices": ["eu"],
+        "modules": ["adapter.eu"], "tier": "ADAPTER",
+        "snapshot": {"topic": "tw.events", "ranges": [{"partition": 0, "start_offset": 0, "end_offset": 10}],
+                     "slice_filter": ["eu"], "labelled_only": True},
+        "priority": 2100, "policy_version": "router-1", "created_at": 1,
+    }  # fmt: skip
+
+
+def good_result(req, events):
+    return {**failed_result(req, "x"), "decision": "PROMOTED", "reason": f"improved on {len(events)} events",
+            "params_updated": 10, "params_total": 100, "metric_name": "accuracy", "metric_before": 0.6,
+            "metric_after": 0.8, "other_slices_max_regression": 0.0, "new_version": "v2"}  # fmt: skip
+
+
+def worker(messages, *, run_job=None, read_snapshot=None, fail_publish=0):
+    events: list = []
+    consumer = FakeConsumer(events, messages)
+    producer = FakeProducer(events, fail=fail_publish)
+
+    def default_read(settings, snap):
+        events.append(("read", snap["topic"]))
+        return [{"slice": "eu", "label": 1}] * 3
+
+    def default_job(req, evs, registry, settings):
+        events.append(("job", req["request_id"]))
+        return good_result(req, evs)
+
+    w = RetrainWorker(SETTINGS, consumer=consumer, producer=producer, read_snapshot=read_snapshot or default_read,
+                      run_job=run_job or default_job, registry=object())  # fmt: skip
+    return w, consumer, producer, events
+
+
+def drive(w, until, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not until() and time.monotonic() < deadline:
+        w.step()
+    assert until(), "condition not reached"
+
+
+def test_result_is_published_and_acknowledged_before_the_commit():
+    w, consumer, producer, events = worker([Msg(5, RETRAIN_REQUEST.encode(request("r1")))])
+    drive(w, lambda: consumer.commits)
+    assert [e[0] for e in events] == ["read", "job", "ack", "commit"]
+    assert consumer.commits == [[(REQUESTS, 0, 6)]]
+    ((topic, key, res),) = producer.delivered
+    assert topic == RESULTS and key == b"m" and res["decision"] == "PROMOTED" and res["request_id"] == "r1"
+    assert not consumer.paused, "partitions resumed after the job"
+
+
+def test_no_commit_while_the_result_is_not_acknowledged_then_retry():
+    w, consumer, producer, events = worker([Msg(0, RETRAIN_REQUEST.encode(request()))], fail_publish=1)
+    w.step()
+    drive(w, lambda: w.stats.retries == 1)
+    assert consumer.commits == [] and producer.delivered == []
+    assert consumer.paused, "no new request is taken while one waits to be published"
+    w._retry_at = time.monotonic()  # skip the backoff
+    drive(w, lambda: consumer.commits)
+    assert [e[0] for e in events].count("job") == 1, "the computed result is re-published, not recomputed"
+    assert consumer.commits == [[(REQUESTS, 0, 1)]]
+
+
+def test_a_job_error_becomes_a_rejected_result_and_the_worker_goes_on():
+    def broken_job(req, evs, registry, settings):
+        if req["request_id"] == "bad":
+            raise DriftError("model 'm' has no labelled events in slice eu")
+        return good_result(req, evs)
+
+    w, consumer, producer, _events = worker(
+        [Msg(0, RETRAIN_REQUEST.encode(request("bad"))), Msg(1, RETRAIN_REQUEST.encode(request("good")))],
+        run_job=broken_job,
+    )
+    drive(w, lambda: len(consumer.commits) == 2)
+    bad, good = (r for _, _, r in producer.delivered)
+    assert bad["decision"] == "REJECTED" and bad["reason"].startswith(FAILED_REASON_PREFIX)
+    assert "no labelled events" in bad["reason"] and bad["slices"] == ["eu"] and bad["tier"] == "ADAPTER"
+    assert math.isnan(bad["metric_before"]) and bad["params_updated"] == 0
+    assert good["decision"] == "PROMOTED"
+    assert consumer.commits == [[(REQUESTS, 0, 1)], [(REQUESTS, 0, 2)]]
+    assert w.stats.failed == 1 and w.stats.published == {"REJECTED": 1, "PROMOTED": 1}
+
+
+def test_an_undecodable_request_is_rejected_with_its_position():
+    w, consumer, producer, events = worker([Msg(3, b"\x00garbage", key=b"m")])
+    drive(w, lambda: consumer.commits)
+    ((_, _key, res),) = producer.delivered
+    assert res["decision"] == "REJECTED" and res["model"] == "m"
+    assert res["request_id"] == f"undecodable:{REQUESTS}[0]@3"
+    assert "read" not in [e[0] for e in events]
+
+
+def test_infra_error_publishes_nothing_and_retries_the_same_request():
+    calls = []
+
+    def flaky_read(settings, snap):
+        calls.append(1)
+        if len(calls) == 1:
+            raise InfraError("broker unreachable")
+        return [{"slice": "eu"}]
+
+    w, consumer, producer, _events = worker([Msg(0, RETRAIN_REQUEST.encode(request()))], read_snapshot=flaky_read)
+    drive(w, lambda: w.stats.retries == 1)
+    assert producer.delivered == [] and consumer.commits == []
+    w._retry_at = time.monotonic()
+    drive(w, lambda: consumer.commits)
+    assert len(calls) == 2 and producer.delivered[0][2]["decision"] == "PROMOTED"
+
+
+def test_retriable_kafka_errors_are_transient_others_reject():
+    from retrain_jobs.worker import transient
+
+    assert transient(InfraError("x"))
+    assert transient(KafkaException(KafkaError(KafkaError._TRANSPORT, "down", retriable=True)))
+    assert not transient(KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "gone")))
+    assert not transient(ValueError("bad"))
+
+
+def test_a_crash_mid_job_publishes_and_commits_nothing():
+    class Crash(BaseException):  # stands for the process dying (not an error the worker handles)
+        pass
+
+    def dying_job(req, evs, registry, settings):
+        raise Crash()
+
+    w, consumer, producer, _events = worker([Msg(0, RETRAIN_REQUEST.encode(request()))], run_job=dying_job)
+    with pytest.raises(Crash):
+        drive(w, lambda: False, timeout=5)
+    assert producer.delivered == [] and consumer.commits == []
+
+
+def test_the_group_stays_alive_while_a_long_job_runs():
+    release = threading.Event()
+    polls = []
+
+    def slow_job(req, evs, registry, settings):
+        release.wait(5)
+        return good_result(req, evs)
+
+    w, consumer, _producer, _events = worker([Msg(0, RETRAIN_REQUEST.encode(request()))], run_job=slow_job)
+    original_poll = consumer.poll
+    consumer.poll = lambda timeout=None: polls.append(timeout) or original_poll(timeout)
+    for _ in range(5):
+        w.step()
+    assert len(polls) == 5 and consumer.paused and consumer.commits == []
+    release.set()
+    drive(w, lambda: consumer.commits)
+
+
+def test_stop_finishes_the_running_job_first():
+    release = threading.Event()
+
+    def slow_job(req, evs, registry, settings):
+        release.wait(5)
+        return good_result(req, evs)
+
+    w, consumer, _producer, _events = worker([Msg(0, RETRAIN_REQUEST.encode(request()))], run_job=slow_job)
+    w.step()
+    stop = threading.Event()
+    stop.set()
+    threading.Timer(0.3, release.set).start()
+    w.run(stop)
+    assert consumer.commits == [[(REQUESTS, 0, 1)]] and consumer.closed
+
+
+def test_a_fatal_consumer_error_stops_the_worker():
+    class Fatal:
+        def error(self):
+            return KafkaError(KafkaError._FATAL, "fenced", fatal=True)
+
+    w, _consumer, _producer, _events = worker([Fatal()])
+    with pytest.raises(KafkaException):
+        w.step()
+
+
+def test_a_hung_job_stops_the_worker_without_publishing():
+    from retrain_jobs.worker import HungJobError
+
+    release = threading.Event()
+
+    def hung_job(req, evs, registry, settings):
+        release.wait(5)
+        return good_result(req, evs)
+
+    w, consumer, producer, _events = worker([Msg(0, RETRAIN_REQUEST.encode(request()))], run_job=hung_job)
+    w.settings = w.settings.model_copy(update={"retrain_max_job_seconds": 10})
+    w.step()
+    w.job.started -= 11
+    with pytest.raises(HungJobError):
+        w.step()
+    w.close()  # returns at once although the job's thread still runs
+    release.set()
+    assert producer.delivered == [] and consumer.commits == []

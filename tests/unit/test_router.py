@@ -1,0 +1,413 @@
+"""The pure policy router: coalescing, cooldown, budget, priority, escalation, ids, snapshots.
+
+Every test drives the policy with an explicit clock (``now`` in seconds) and explicit end
+offsets of the events topic; the planner is a small in-test function following the
+dependency map's documented rules (one slice's performance drift -> its adapter, broader
+tiers on request), so the router's own decisions are what is tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from consumers.router import (
+    FAILED_REASON_PREFIX,
+    POLICY_VERSION,
+    Router,
+    RouterConfig,
+    onset_offset,
+    post_alert_events,
+    priority_for,
+    request_id_for,
+    slice_share,
+)
+from schemas.codec import RETRAIN_REQUEST
+
+T0 = 1_000_000.0  # seconds
+EVENTS = "t.events"
+
+
+@dataclass(frozen=True)
+class Plan:
+    tier: str
+    modules: tuple[str, ...]
+    slices: tuple[str, ...]
+
+
+def planner(model, alerts, tier, n_seen):
+    slices = tuple(sorted({a["slice"] for a in alerts}))
+    if tier is None:
+        tier = "ADAPTER" if len(slices) == 1 else "FULL"
+    modules = {
+        "ADAPTER": tuple(f"adapter.{s}" for s in slices),
+        "MODULE": tuple(f"adapter.{s}" for s in slices) + tuple(sorted({f"encoder.{a['feature']}" for a in alerts if a["feature"]})),
+        "FULL": ("trunk", "*"),
+    }[tier]
+    return Plan(tier, modules, slices)
+
+
+def next_tier(tier):
+    return {"ADAPTER": "MODULE", "MODULE": "FULL"}.get(tier)
+
+
+def alert(slice_="eu", n=1, *, model="m", severity="MEDIUM", partition=0, first=1000, last=1500, count=200,
+          feature="amount", span_ms=60_000, alert_type="DATA_DRIFT"):  # fmt: skip
+    return {
+        "alert_id": f"{model}-{slice_}-{feature}-{n}",
+        "alert_type": alert_type,
+        "severity": severity,
+        "model": model,
+        "slice": slice_,
+        "feature": feature,
+        "partition": partition,
+        "first_offset": first,
+        "last_offset": last,
+        "current": {"count": count, "mean": 1.0, "std": 1.0, "min": 0.0, "max": 2.0},
+        "window_start_event_time": 1_790_000_000_000,
+        "window_end_event_time": 1_790_000_000_000 + span_ms,
+    }
+
+
+def router(**overrides) -> Router:
+    cfg = {"coalesce_seconds": 10, "max_wait_seconds": 300, "min_post_alert_events": 100, "cooldown_seconds": 600,
+               "max_in_flight": 2, "in_flight_timeout_seconds": 1800, "reference_events": 500, "snapshot_max_events": 10_000,
+               "other_partition_events": 300, "events_topic": EVENTS, "broad_min_slices": 3, "broad_fraction": 0.6,
+               "max_tier": "FULL"}  # fmt: skip
+    cfg.update(overrides)
+    return Router(RouterConfig(**cfg), planner, next_tier)
+
+
+ENDS = {0: 5000, 1: 4000, 2: 3000}
+
+
+def result(req, decision="REJECTED", reason="slice did not improve"):
+    return {"request_id": req["request_id"], "model": req["model"], "slices": req["slices"], "decision": decision,
+            "reason": reason, "tier": req["tier"]}  # fmt: skip
+
+
+# --- coalescing ---------------------------------------------------------------------------
+
+
+def test_alerts_of_one_slice_within_the_window_make_one_request():
+    r = router()
+    assert r.on_alert(alert(n=1), T0) == "pending"
+    assert r.on_alert(alert(n=2, feature="latency", first=1200, last=1700), T0 + 5) == "pending"
+    assert r.due(T0 + 9.9, ENDS) == [], "still inside the coalesce window"
+    (req,) = r.due(T0 + 10, ENDS)
+    assert req["alert_ids"] == sorted(["m-eu-amount-1", "m-eu-latency-2"])
+    assert req["slices"] == ["eu"] and req["tier"] == "ADAPTER" and req["modules"] == ["adapter.eu"]
+    assert req["policy_version"] == POLICY_VERSION and req["created_at"] == int((T0 + 10) * 1000)
+    assert r.due(T0 + 11, ENDS) == [], "emitted once"
+    RETRAIN_REQUEST.decode(RETRAIN_REQUEST.encode(req))  # matches the Avro schema
+
+
+def test_different_slices_are_separate_requests():
+    r = router()
+    r.on_alert(alert("eu", partition=0), T0)
+    r.on_alert(alert("us", partition=1, first=800, last=1300), T0)
+    reqs = r.due(T0 + 10, ENDS)
+    assert sorted(q["slices"][0] for q in reqs) == ["eu", "us"]
+    assert all(len(q["slices"]) == 1 for q in reqs)
+
+
+def test_waits_for_enough_post_alert_events_then_max_wait_releases():
+    r = router(min_post_alert_events=1000)
+    a = alert(first=1000, last=1999, count=500)  # the slice is half of its partition's events
+    r.on_alert(a, T0)
+    assert post_alert_events(a, 3000) == pytest.approx(500)
+    assert r.due(T0 + 20, {0: 3000}) == [], "only ~500 post-alert events of the slice so far"
+    assert len(r.due(T0 + 20, {0: 4000})) == 1, "~1000 now"
+    r2 = router(min_post_alert_events=1000)
+    r2.on_alert(a, T0)
+    assert r2.due(T0 + 299, {0: 2000}) == []
+    assert len(r2.due(T0 + 300, {0: 2000})) == 1, "max_wait_seconds releases it anyway"
+
+
+def test_duplicate_alert_is_ignored_pending_and_after_the_request():
+    r = router()
+    r.on_alert(alert(n=1), T0)
+    assert r.on_alert(alert(n=1), T0 + 1) == "duplicate"
+    (_req,) = r.due(T0 + 10, ENDS)
+    assert r.on_alert(alert(n=1), T0 + 10_000) == "duplicate", "a replayed alert makes no second request"
+    assert r.due(T0 + 20_000, ENDS) == []
+
+
+# --- cooldown and busy --------------------------------------------------------------------
+
+
+def test_cooldown_suppresses_new_alerts_of_the_slice_after_its_request():
+    r = router(cooldown_seconds=600)
+    r.on_alert(alert(n=1), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    r.on_result(result(req, "PROMOTED", "improved"), T0 + 60)
+    assert r.on_alert(alert(n=2), T0 + 100) == "cooldown"
+    assert r.on_alert(alert("us", n=3, partition=1), T0 + 100) == "pending", "other slices are not cooled down"
+    assert r.on_alert(alert(n=4), T0 + 10 + 600) == "pending", "cooldown over"
+
+
+def test_slice_with_a_request_in_flight_takes_no_new_alerts():
+    r = router(cooldown_seconds=0)
+    r.on_alert(alert(n=1), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    assert r.on_alert(alert(n=2), T0 + 20) == "busy"
+    r.on_result(result(req, "PROMOTED", "ok"), T0 + 30)
+    assert r.on_alert(alert(n=3), T0 + 31) == "pending"
+
+
+# --- budget and priority ------------------------------------------------------------------
+
+
+def test_budget_holds_requests_until_a_result_frees_a_slot_highest_priority_first():
+    r = router(max_in_flight=1)
+    r.on_alert(alert("low", severity="LOW", partition=0), T0)
+    r.on_alert(alert("high", severity="HIGH", partition=1, first=100, last=600), T0 + 1)
+    (first,) = r.due(T0 + 20, ENDS)
+    assert first["slices"] == ["high"], "the higher severity goes first"
+    assert r.due(T0 + 30, ENDS) == [], "budget of 1 is used"
+    assert r.counters["budget_wait"] >= 1
+    r.on_result(result(first, "PROMOTED", "ok"), T0 + 40)
+    (second,) = r.due(T0 + 41, ENDS)
+    assert second["slices"] == ["low"]
+
+
+def test_a_request_without_result_frees_its_slot_after_the_timeout():
+    r = router(max_in_flight=1, in_flight_timeout_seconds=100)
+    r.on_alert(alert("a", partition=0), T0)
+    r.on_alert(alert("b", partition=1), T0)
+    (first,) = r.due(T0 + 10, ENDS)
+    assert r.expire(T0 + 109) == []
+    assert r.expire(T0 + 110) == [first["request_id"]]
+    (second,) = r.due(T0 + 111, ENDS)
+    assert second["slices"] != first["slices"]
+
+
+def test_priority_grows_with_severity_then_traffic():
+    busy = alert(count=6000, span_ms=60_000)  # 6000 events/min
+    quiet = alert(count=60, span_ms=60_000)  # 60 events/min
+    assert priority_for([busy]) > priority_for([quiet])
+    assert priority_for([alert(severity="HIGH", count=1)]) > priority_for([alert(severity="MEDIUM", count=10**9)])
+    assert priority_for([quiet]) == 2000 + round(100 * 1.7853298350107671)  # log10(61)
+
+
+def test_equal_priority_releases_the_older_group_first():
+    r = router(max_in_flight=1)
+    r.on_alert(alert("b", partition=1), T0)
+    r.on_alert(alert("a", partition=0), T0 + 5)
+    (req,) = r.due(T0 + 20, ENDS)
+    assert req["slices"] == ["b"]
+
+
+# --- escalation ---------------------------------------------------------------------------
+
+
+def test_default_max_tier_is_module_so_no_automatic_full_retrain():
+    assert RouterConfig().max_tier == "MODULE"
+    r = Router(RouterConfig(events_topic=EVENTS, coalesce_seconds=0, min_post_alert_events=0), planner, next_tier)
+    r.on_alert(alert(), T0)
+    (req,) = r.due(T0, ENDS)
+    (mod,) = r.on_result(result(req), T0 + 1)
+    assert mod["tier"] == "MODULE"
+    assert r.on_result(result(mod), T0 + 2) == []
+
+
+def test_rejection_escalates_adapter_module_full_then_gives_up():
+    r = router(max_escalations=2)
+    r.on_alert(alert(), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    (mod,) = r.on_result(result(req), T0 + 50)
+    assert mod["tier"] == "MODULE" and mod["modules"] == ["adapter.eu", "encoder.amount"]
+    assert mod["snapshot"] == req["snapshot"] and mod["alert_ids"] == req["alert_ids"]
+    assert mod["request_id"] != req["request_id"]
+    (full,) = r.on_result(result(mod), T0 + 90)
+    assert full["tier"] == "FULL"
+    assert r.on_result(result(full), T0 + 130) == [], "nothing above FULL"
+    assert r.in_flight == {}
+
+
+def test_escalation_stops_at_max_tier_and_not_after_failed_jobs_or_promotions():
+    r = router(max_tier="MODULE")
+    r.on_alert(alert(), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    (mod,) = r.on_result(result(req), T0 + 50)
+    assert r.on_result(result(mod), T0 + 60) == [], "max_tier MODULE"
+
+    r = router()
+    r.on_alert(alert(), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    assert r.on_result(result(req, reason=FAILED_REASON_PREFIX + "ValueError: no labelled events"), T0 + 50) == []
+    r = router()
+    r.on_alert(alert(), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    assert r.on_result(result(req, "PROMOTED", "better"), T0 + 50) == []
+    assert r.on_result({"request_id": "unknown", "model": "m", "decision": "REJECTED", "reason": "x"}, T0) == []
+
+
+def test_max_escalations_zero_means_no_escalation():
+    r = router(max_escalations=0)
+    r.on_alert(alert(), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    assert r.on_result(result(req), T0 + 50) == []
+
+
+def test_planner_tier_above_max_tier_is_capped():
+    r = router(max_tier="ADAPTER", broad_min_slices=2, broad_fraction=0.5)
+    for i, s in enumerate(("a", "b")):
+        r.on_alert(alert(s, partition=i), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    assert req["tier"] == "ADAPTER" and req["modules"] == ["adapter.a", "adapter.b"]
+
+
+# --- broad drift ---------------------------------------------------------------------------
+
+
+def test_most_slices_drifting_together_make_one_broad_request():
+    r = router()
+    for s in ("a", "b", "c", "d", "e"):
+        r.observe_slice("m", s)
+    for i, s in enumerate(("a", "b", "c")):
+        r.on_alert(alert(s, partition=i), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    assert req["slices"] == ["a", "b", "c"] and req["tier"] == "FULL"
+    assert len(req["alert_ids"]) == 3
+
+
+def test_a_minority_of_slices_drifting_stays_per_slice():
+    r = router()
+    for s in ("a", "b", "c", "d", "e", "f"):
+        r.observe_slice("m", s)
+    for i, s in enumerate(("a", "b", "c")):
+        r.on_alert(alert(s, partition=i), T0)
+    reqs = r.due(T0 + 10, ENDS)
+    assert len(reqs) == 2, "budget 2 of 3 per-slice requests (3/6 < 0.6)"
+    assert all(len(q["slices"]) == 1 and q["tier"] == "ADAPTER" for q in reqs)
+
+
+def test_broad_request_pulls_in_pending_groups_of_the_model_that_are_not_due_yet():
+    r = router()
+    for s in ("a", "b", "c", "d"):
+        r.observe_slice("m", s)
+    for i, s in enumerate(("a", "b", "c")):
+        r.on_alert(alert(s, partition=i), T0)
+    r.on_alert(alert("d", partition=0, first=2000, last=2500), T0 + 8)
+    (req,) = r.due(T0 + 10, ENDS)
+    assert req["slices"] == ["a", "b", "c", "d"]
+    assert r.pending == {}
+
+
+# --- ids and snapshots ---------------------------------------------------------------------
+
+
+def test_request_id_is_deterministic_and_order_independent():
+    a = request_id_for("m", ["b", "a"], "ADAPTER", ["x", "y"])
+    assert a == request_id_for("m", ["a", "b"], "ADAPTER", ["y", "x"])
+    assert a != request_id_for("m", ["a", "b"], "MODULE", ["x", "y"])
+    assert a != request_id_for("m", ["a", "b"], "ADAPTER", ["x"])
+
+
+def test_a_replay_of_the_same_alerts_in_a_fresh_router_makes_the_same_request_id():
+    ids = []
+    for clock in (T0, T0 + 7777):  # another time, other end offsets: same id
+        r = router()
+        r.on_alert(alert(n=2), clock)
+        r.on_alert(alert(n=1, feature="x"), clock + 1)
+        (req,) = r.due(clock + 30, {p: e + int(clock - T0) for p, e in ENDS.items()})
+        ids.append(req["request_id"])
+    assert ids[0] == ids[1]
+
+
+def test_snapshot_covers_reference_window_and_post_drift_data_and_other_partitions():
+    r = router(reference_events=500, other_partition_events=300)
+    r.on_alert(alert(partition=1, first=1000, last=1500), T0)
+    r.on_alert(alert(n=2, partition=1, first=1200, last=1900, feature="latency"), T0 + 1)
+    (req,) = r.due(T0 + 10, {0: 5000, 1: 4000, 2: 100})
+    snap = req["snapshot"]
+    assert snap["topic"] == EVENTS and snap["labelled_only"] is True and snap["slice_filter"] == ["eu"]
+    ranges = {x["partition"]: (x["start_offset"], x["end_offset"]) for x in snap["ranges"]}
+    assert ranges[1] == (500, 4000), "500 before the earliest window start, to the partition's end"
+    assert ranges[0] == (4700, 5000), "latest 300 events of a partition without alert"
+    assert ranges[2] == (0, 100)
+
+
+def test_onset_is_estimated_from_the_current_part_of_the_window():
+    a = alert(first=1000, last=2999, count=300)
+    a["reference"] = {"count": 700}
+    assert slice_share(a) == pytest.approx(0.5)  # 1000 of the slice's events in 2000 offsets
+    assert onset_offset(a) == 3000 - 600, "300 current events of the slice span ~600 offsets"
+    a["current"]["count"] = 5000
+    assert onset_offset(a) == 1000, "never before the window"
+    r = router(reference_events=0)
+    a["current"]["count"] = 300
+    snap = r.snapshot([a], ["eu"], {0: 4000})
+    assert [(x["start_offset"], x["end_offset"]) for x in snap["ranges"] if x["partition"] == 0] == [(2400, 4000)]
+
+
+def test_snapshot_is_capped_but_always_reaches_past_the_window():
+    r = router(reference_events=100, snapshot_max_events=1000)
+    snap = r.snapshot([alert(first=5000, last=7000)], ["eu"], {0: 100_000})
+    (rng,) = [x for x in snap["ranges"] if x["partition"] == 0]
+    assert (rng["start_offset"], rng["end_offset"]) == (4900, 7001)
+    snap = r.snapshot([alert(first=5000, last=5100)], ["eu"], {0: 100_000})
+    (rng,) = [x for x in snap["ranges"] if x["partition"] == 0]
+    assert (rng["start_offset"], rng["end_offset"]) == (4900, 5900)
+
+
+def test_empty_partitions_are_left_out():
+    r = router()
+    snap = r.snapshot([alert(partition=0, first=0, last=10)], ["eu"], {0: 20, 1: 0})
+    assert [x["partition"] for x in snap["ranges"]] == [0]
+
+
+# --- restart ---------------------------------------------------------------------------------
+
+
+def test_restore_rebuilds_cooldown_budget_and_requested_alerts():
+    r = router(max_in_flight=1)
+    r.on_alert(alert(n=1), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+
+    fresh = router(max_in_flight=1)
+    fresh.restore([req], [], T0 + 20)
+    assert fresh.on_alert(alert(n=1), T0 + 20) == "duplicate"
+    assert fresh.on_alert(alert(n=5), T0 + 20) == "busy"
+    fresh.on_alert(alert("us", partition=1), T0 + 20)
+    assert fresh.due(T0 + 40, ENDS) == [], "the restored request holds the only slot"
+
+    done = router(max_in_flight=1)
+    done.restore([req], [result(req, "PROMOTED", "ok")], T0 + 20)
+    assert done.in_flight == {}
+    assert done.on_alert(alert(n=6), T0 + 30) == "cooldown"
+
+
+def test_pending_sources_are_the_alerts_not_yet_requested():
+    r = router()
+    r.on_alert(alert("eu", n=1), T0, source=("alerts", 0, 7))
+    r.on_alert(alert("us", n=2, partition=1), T0 + 9, source=("alerts", 1, 3))
+    r.due(T0 + 10, ENDS)  # eu is due, us not yet
+    assert r.pending_sources() == [("alerts", 1, 3)]
+
+
+def test_forget_drops_pending_alerts_of_revoked_partitions():
+    r = router()
+    r.on_alert(alert("eu", n=1), T0, source=("alerts", 0, 7))
+    r.on_alert(alert("eu", n=2), T0, source=("alerts", 1, 9))
+    r.on_alert(alert("us", n=3, partition=1), T0, source=("alerts", 0, 8))
+    assert r.forget({("alerts", 0)}) == 2
+    assert list(r.pending) == [("m", "eu")] and r.pending_sources() == [("alerts", 1, 9)]
+
+
+def test_a_planning_failure_drops_that_group_and_keeps_routing_the_others():
+    from schemas.errors import ConfigError
+
+    def picky(model, alerts, tier, n_seen):
+        if any(a["slice"] == "bad" for a in alerts):
+            raise ConfigError("manifest of m is unreadable")
+        return planner(model, alerts, tier, n_seen)
+
+    r = Router(RouterConfig(events_topic=EVENTS, coalesce_seconds=0, min_post_alert_events=0), picky, next_tier)
+    r.on_alert(alert("bad", partition=0), T0)
+    r.on_alert(alert("good", partition=1), T0)
+    (req,) = r.due(T0, ENDS)
+    assert req["slices"] == ["good"] and r.pending == {}
+    assert r.counters["plan_failed"] == 1 and "unreadable" in r.errors[0]
