@@ -26,11 +26,11 @@ cut, the events topic's current end offsets; the Kafka service around it is
    for that slice arriving in it (or while its request is in flight) are suppressed: the
    request's snapshot already reaches past them. Alerts already part of a request (a replay
    after a restart) are dropped as duplicates.
-6. **Escalation.** A REJECTED result (not a failed job, see :data:`FAILED_REASON_PREFIX`) makes a
-   request for the next tier (``next_tier``: ADAPTER -> MODULE -> FULL) on the same alerts and
-   the same snapshot, up to ``max_tier`` and ``max_escalations`` per original request; it takes
-   the freed slot at once. ``max_tier`` defaults to MODULE: a full retrain (every parameter)
-   never starts on its own unless configured.
+6. **Escalation.** A REJECTED result by the validation gate (not a failed job or missing data,
+   see :data:`FINAL_REASON_PREFIXES`) makes a request for the next tier (``next_tier``:
+   ADAPTER -> MODULE -> FULL) on the same alerts and the same snapshot, up to ``max_tier`` and
+   ``max_escalations`` per original request; it takes the freed slot at once. ``max_tier``
+   defaults to MODULE: a full retrain (every parameter) never starts on its own unless configured.
 7. **Determinism.** ``request_id`` hashes model, sorted slices, tier and sorted alert ids: a
    replay of the same alerts after a crash makes the same id, and the job (idempotent per
    request_id) the same decision. After a restart, :meth:`Router.restore` rebuilds cooldowns,
@@ -62,6 +62,8 @@ POLICY_VERSION = "router-1"
 TIERS = ("ADAPTER", "MODULE", "FULL")
 SEVERITY_RANK = {"LOW": 1, "MEDIUM": 2, "HIGH": 3}
 FAILED_REASON_PREFIX = "job failed: "  # results whose job crashed are not escalated (retrying is no fix)
+# Rejections more modules cannot fix: the job failed, or the snapshot lacked (holdout) data.
+FINAL_REASON_PREFIXES = (FAILED_REASON_PREFIX, "data:", "holdout:")
 REMEMBERED_REQUESTS = 10_000
 REMEMBERED_ALERT_IDS = 100_000
 
@@ -243,7 +245,7 @@ class Router:
         if emitted is None:
             self._count("result_unknown")
             return []
-        if result["decision"] != "REJECTED" or str(result.get("reason", "")).startswith(FAILED_REASON_PREFIX):
+        if result["decision"] != "REJECTED" or str(result.get("reason", "")).startswith(FINAL_REASON_PREFIXES):
             self._count("result_final")
             return []
         escalated = self._escalate(emitted, now)

@@ -45,10 +45,14 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.broker import LocalBroker
 
     status = LocalBroker(settings).status()
-    try:
-        from consumers.store import open_clickhouse, query
+    try:  # through the sink's query socket while the services hold the embedded store
+        from consumers.query_server import open_reader
 
-        _cols, rows = query(open_clickhouse(settings), "SELECT name FROM system.tables WHERE database = currentDatabase()")
+        reader = open_reader(settings)
+        try:
+            _cols, rows = reader.query("SELECT name FROM system.tables WHERE database = currentDatabase()")
+        finally:
+            reader.close()
         status["clickhouse"] = {"reachable": True, "tables": sorted(r[0] for r in rows)}
     except Exception as exc:  # noqa: BLE001 - status reports, never fails
         status["clickhouse"] = {"reachable": False, "error": str(exc)}

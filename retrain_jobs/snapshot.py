@@ -121,3 +121,21 @@ def latest_ranges(settings: Settings, topic: str, max_events_per_partition: int 
         return ranges
     finally:
         consumer.close()
+
+
+def reference_snapshot(settings: Settings, snapshot: Mapping[str, Any], max_events_per_partition: int) -> dict:
+    """The oldest retained events of ``snapshot``'s topic that come before its own ranges.
+
+    What a model with no version yet is bootstrapped on: the data from before the drift that
+    triggered its first request (the request's snapshot starts at the estimated onset). A
+    partition the snapshot does not name contributes its oldest events. Every slice is kept.
+    """
+    topic = snapshot["topic"]
+    starts = {int(r["partition"]): int(r["start_offset"]) for r in snapshot["ranges"]}
+    ranges = []
+    for r in latest_ranges(settings, topic):  # everything still retained, per partition
+        p, low = r["partition"], r["start_offset"]
+        end = min(low + max_events_per_partition, starts.get(p, r["end_offset"]))
+        if end > low:
+            ranges.append({"partition": p, "start_offset": low, "end_offset": end})
+    return {"topic": topic, "ranges": ranges, "slice_filter": [], "labelled_only": True}

@@ -48,6 +48,7 @@ PUBLISH_TIMEOUT = 30.0
 
 ReadSnapshot = Callable[[Settings, dict], list[dict]]
 RunJob = Callable[[dict, list[dict], Any, Settings], dict]
+Bootstrap = Callable[[Settings, dict, Any, ReadSnapshot], None]
 
 
 def now_ms() -> int:
@@ -79,6 +80,32 @@ def failed_result(request: dict[str, Any], reason: str, seconds: float = 0.0) ->
         "artifact_uri": None,
         "finished_at": now_ms(),
     }
+
+
+def bootstrap_from_reference(settings: Settings, request: dict, registry: Any, read_snapshot: ReadSnapshot) -> None:
+    """Fit a model's first version on the data from before its first request's snapshot.
+
+    Users may ``driftctl train`` a model beforehand; when they did not, the first request finds
+    no version. Its own snapshot starts at the drift, so the reference comes from the oldest
+    retained events instead (:func:`~retrain_jobs.snapshot.reference_snapshot`). With no
+    labelled reference data, ``run_job`` falls back to bootstrapping on the snapshot itself.
+    """
+    from retrain_jobs.features import DataError
+    from retrain_jobs.job import bootstrap
+    from retrain_jobs.registry import RegistryError
+    from retrain_jobs.snapshot import reference_snapshot
+
+    reference = reference_snapshot(settings, request["snapshot"], settings.retrain_bootstrap_events)
+    events = read_snapshot(settings, reference)
+    try:
+        bootstrap(request["model"], events, registry, settings, snapshot=reference,
+                  request_id=f"bootstrap:{request['request_id']}")
+    except DataError as exc:
+        log.info("no reference data to bootstrap %s from (%s); the job uses its snapshot", request["model"], exc)
+    except RegistryError:
+        if registry.current(request["model"]) is None:
+            raise
+        log.info("%s: another worker bootstrapped it first; using that version", request["model"])
 
 
 class HungJobError(DriftError):
@@ -128,6 +155,7 @@ class RetrainWorker:
         read_snapshot: ReadSnapshot | None = None,
         run_job: RunJob | None = None,
         registry: Any = None,
+        bootstrap: Bootstrap | None = None,
     ):
         self.settings = settings
         self._consumer = consumer
@@ -140,7 +168,9 @@ class RetrainWorker:
             from retrain_jobs.registry import Registry
 
             registry = Registry(settings.registry_dir)
-        self.read_snapshot, self.run_job, self.registry = read_snapshot, run_job, registry
+        if bootstrap is None and run_job is None:  # with an injected job, the job decides alone
+            bootstrap = bootstrap_from_reference
+        self.read_snapshot, self.run_job, self.registry, self.bootstrap = read_snapshot, run_job, registry, bootstrap
         self.stats = WorkerStats()
         self.job: Job | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrain-job")
@@ -181,6 +211,8 @@ class RetrainWorker:
         started = time.monotonic()
         try:
             events = self.read_snapshot(self.settings, request["snapshot"])
+            if self.bootstrap is not None and self.registry.current(request["model"]) is None:
+                self.bootstrap(self.settings, request, self.registry, self.read_snapshot)
             return self.run_job(request, events, self.registry, self.settings)
         except Exception as exc:
             if transient(exc):

@@ -182,6 +182,11 @@ class Settings(BaseSettings):
         0.5, gt=0, le=1, description="same drift in at least this share of the seen slices -> broader tier"
     )
     retrain_threads: int = Field(1, ge=1, le=64, description="torch threads of a retrain job")
+    retrain_bootstrap_events: int = Field(
+        20_000, ge=100,
+        description="a model with no version is first fitted on at most this many of the oldest retained "
+        "events per partition, from before its first request's snapshot",
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -70,6 +70,9 @@ class Position(NamedTuple):
     event_time: int
 
 
+RawPosition = tuple[str, int, int, int]  # a Position's fields as a plain tuple (hot path, snapshots)
+
+
 class _Running:
     """Welford mean/variance plus a missing count."""
 
@@ -151,14 +154,14 @@ class Channel:
         self.seen = 0
         self.quiet_until = quiet_until
         self.values: list[Any] = [0.0] * BUFFER
-        self.positions: list[Position | None] = [None] * BUFFER
+        self.positions: list[RawPosition | None] = [None] * BUFFER
         self.pending: tuple[int, float, float, int] | None = None  # (seen at cut, ref mean, cur mean, n_cur)
 
     def _recent(self, n: int) -> list[int]:
         n = min(n, self.seen, BUFFER)
         return [i % BUFFER for i in range(self.seen - n, self.seen)]
 
-    def feed(self, x: Any, pos: Position, confirm_events: int) -> Finding | None:
+    def feed(self, x: Any, pos: RawPosition, confirm_events: int) -> Finding | None:
         det = self.detector
         fired = det.update(x)
         seen = self.seen
@@ -190,7 +193,7 @@ class Channel:
             return
         self.pending = (self.seen, sum(ref) / len(ref), sum(cur) / len(cur), n_cur)
 
-    def _confirm(self, pos: Position) -> Finding | None:
+    def _confirm(self, pos: RawPosition) -> Finding | None:
         cut_seen, ref_mean, cur_mean, n_cur = self.pending
         self.pending = None
         after = self.seen - cut_seen
@@ -217,10 +220,10 @@ class Channel:
             effect=diff / math.sqrt(pooled_var),
             reference=ref,
             current=cur,
-            first=Position(pos.topic, pos.partition, first.offset, first.event_time),
+            first=Position(pos[0], pos[1], first[2], first[3]),
         )
 
-    def _categorical_finding(self, pos: Position) -> Finding:
+    def _categorical_finding(self, pos: RawPosition) -> Finding:
         det: ChiSquareDetector = self.detector  # type: ignore[assignment]
         ref_mix, cur_mix = det.last_reference_mix, det.last_current_mix
         idx = self._recent(det.window)
@@ -237,7 +240,7 @@ class Channel:
                        "min": min(ref_mix.values(), default=0.0), "max": max(ref_mix.values(), default=0.0)},
             current={"count": det.window, "mean": cur_mix.get(top, 0.0), "std": 0.0,
                      "min": min(cur_mix.values(), default=0.0), "max": max(cur_mix.values(), default=0.0)},
-            first=Position(pos.topic, pos.partition, first.offset, first.event_time),
+            first=Position(pos[0], pos[1], first[2], first[3]),
             extra_params={
                 "category": str(top),
                 "reference_mix": json.dumps({str(k): round(v, 4) for k, v in sorted(ref_mix.items(), key=str)}),
@@ -279,7 +282,7 @@ class Group:
         for name in CHANNEL_NAMES:
             setattr(self, name, channels.get(name))
         self.interval = _Running()  # since the last DriftStat
-        self.interval_first: Position | None = None
+        self.interval_first: RawPosition | None = None
         self.reference = _Running()  # since the last alert: what drift_score compares to
         self.range_seen: list[float] = []
         self.lo, self.hi = -math.inf, math.inf
@@ -406,7 +409,9 @@ class Monitor:
         st.last_offset[where] = offset
         st.events_since_snapshot += 1
         st.events += 1
-        pos = Position(topic, partition, offset, event["event_time"])
+        # a plain tuple, not a Position: the channels keep 1024 of them each, and plain tuples
+        # pickle in C (a NamedTuple costs a Python call each), which keeps snapshots cheap
+        pos = (topic, partition, offset, event["event_time"])
         confirm = self.confirm_events
         groups = st.numeric
         for name, value in event["features"].items():
@@ -451,7 +456,7 @@ class Monitor:
                             self._fire(st, g, ch, f, pos, now_ms, out)
         return out
 
-    def _numeric(self, st: SliceState, g: Group, value: float | None, pos: Position, now_ms: int, out: Output) -> None:
+    def _numeric(self, st: SliceState, g: Group, value: float | None, pos: RawPosition, now_ms: int, out: Output) -> None:
         confirm = self.confirm_events
         if g.interval_first is None:
             g.interval_first = pos
@@ -508,7 +513,7 @@ class Monitor:
             g.range_ready, g.range_seen = True, []
         return False
 
-    def _categorical(self, st: SliceState, g: Group, value: str | None, pos: Position, now_ms: int, out: Output) -> None:
+    def _categorical(self, st: SliceState, g: Group, value: str | None, pos: RawPosition, now_ms: int, out: Output) -> None:
         confirm = self.confirm_events
         if g.missing is not None:
             f = g.missing.feed(1.0 if value is None else 0.0, pos, confirm)
@@ -519,9 +524,10 @@ class Monitor:
             if f is not None:
                 self._fire(st, g, g.category, f, pos, now_ms, out)
 
-    def _fire(self, st: SliceState, g: Group, ch: Channel, finding: Finding, pos: Position, now_ms: int,
+    def _fire(self, st: SliceState, g: Group, ch: Channel, finding: Finding, pos: RawPosition, now_ms: int,
               out: Output) -> None:
         """A channel confirmed a change: quiet its group's channels of that type, emit the alert."""
+        pos = Position(*pos)
         for other in g.channels.values():
             if other.alert_type == ch.alert_type:
                 other.quiet_until = other.seen + self.config.cooldown_events
@@ -559,11 +565,12 @@ class Monitor:
             "detected_at": now_ms,
         }
 
-    def _stat(self, st: SliceState, g: Group, pos: Position, now_ms: int) -> dict[str, Any]:
+    def _stat(self, st: SliceState, g: Group, pos: RawPosition, now_ms: int) -> dict[str, Any]:
+        pos = Position(*pos)
         iv, ref = g.interval, g.reference
         total = iv.n + iv.missing
         drift_score = abs(iv.mean - ref.mean) / (math.sqrt(ref.var / iv.n) or 1e-12) if ref.n > 1 and iv.n else 0.0
-        first = g.interval_first or pos
+        first = Position(*g.interval_first) if g.interval_first else pos
         mean_ch = g.channels.get("mean")
         seen = mean_ch.seen if mean_ch else iv.n
         in_cooldown = any(c.seen <= c.quiet_until and c.seen > self.config.warmup_events for c in g.channels.values())
