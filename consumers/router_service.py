@@ -45,7 +45,8 @@ def make_planner(settings: Settings) -> Callable[..., Any]:
     registry = Registry(settings.registry_dir)
 
     def planner(model: str, alerts: list[dict], tier: str | None, n_seen: int | None) -> Any:
-        return plan(registry.current(model), alerts, tier=tier, n_slices_seen=n_seen)
+        return plan(registry.current(model), alerts, tier=tier, n_slices_seen=n_seen,
+                    broad_share=settings.router_broad_fraction, broad_min_slices=settings.router_broad_min_slices)
 
     return planner
 

@@ -69,7 +69,8 @@ def run_retrain_bench(settings: Settings, out: TextIO = sys.stderr, quick: bool 
     before = per_slice(base, hold, metric)
     manifest_like = {"modules": {n: s.to_dict() for n, s in base.module_specs().items()}}
     alert = {"model": sc.model, "slice": sc.drifted, "feature": None, "alert_type": "PERFORMANCE_DRIFT"}
-    p = plan(manifest_like, [alert], broad_share=settings.retrain_broad_share)
+    p = plan(manifest_like, [alert], broad_share=settings.router_broad_fraction,
+             broad_min_slices=settings.router_broad_min_slices)
     cfg = TrainConfig.incremental(settings)
 
     selective = copy.deepcopy(base)

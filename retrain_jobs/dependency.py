@@ -10,8 +10,9 @@ Tiers, cheapest first (escalate only when the validation gate rejects the cheape
   alerted slices' data.
 - ``FULL``: every module (on every slice's data). Only when asked (``tier="FULL"``), never chosen.
 
-The same drift (type class and feature) in at least ``broad_share`` of the slices seen is a
-shared cause: the plan starts at ``MODULE`` and includes the trunk and the encoders of the
+The same drift (type class and feature) in at least ``broad_share`` of the slices seen, and in
+at least ``broad_min_slices`` slices, is a shared cause (the router groups such alerts into one
+request by the same two settings, ``router_broad_fraction`` and ``router_broad_min_slices``): the plan starts at ``MODULE`` and includes the trunk and the encoders of the
 drifted features.
 
 Names follow the manifest's modules (what each reads / serves); without a manifest the
@@ -71,7 +72,8 @@ def plan(
     tier: str | None = None,
     n_slices_seen: int | None = None,
     *,
-    broad_share: float = 0.5,
+    broad_share: float = 0.6,
+    broad_min_slices: int = 3,
 ) -> Plan:
     """The smallest module set for the alerts of ONE model at ``tier`` (None: choose)."""
     if not alerts:
@@ -91,7 +93,7 @@ def plan(
     broad = {
         key
         for key, ss in spread.items()
-        if n_slices_seen and len(ss) >= 2 and len(ss) >= broad_share * max(n_slices_seen, len(slices))
+        if n_slices_seen and len(ss) >= broad_min_slices and len(ss) >= broad_share * max(n_slices_seen, len(slices))
     }
     if tier is None:
         tier = "MODULE" if broad else "ADAPTER"

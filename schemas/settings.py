@@ -134,7 +134,8 @@ class Settings(BaseSettings):
     )
     router_max_escalations: int = Field(2, ge=0, le=2, description="escalations per original request on rejection")
     router_broad_fraction: float = Field(
-        0.6, gt=0, le=1, description="share of a model's slices drifting together that makes one broad request"
+        0.6, gt=0, le=1,
+        description="share of a model's slices drifting together that makes one broad request at a broader tier",
     )
     router_broad_min_slices: int = Field(3, ge=2, description="... and at least this many slices")
     router_reference_events: int = Field(
@@ -178,9 +179,6 @@ class Settings(BaseSettings):
     retrain_min_slice_events: int = Field(20, ge=1, description="fewest holdout events an affected slice needs")
     retrain_latency_budget_ms: float = Field(50.0, gt=0, description="inference budget per batch")
     retrain_latency_batch: int = Field(256, ge=1, description="batch size of the latency check")
-    retrain_broad_share: float = Field(
-        0.5, gt=0, le=1, description="same drift in at least this share of the seen slices -> broader tier"
-    )
     retrain_threads: int = Field(1, ge=1, le=64, description="torch threads of a retrain job")
     retrain_bootstrap_events: int = Field(
         20_000, ge=100,

@@ -35,12 +35,14 @@ def test_data_drift_starts_at_the_adapter_and_adds_the_encoder_on_escalation():
 
 
 def test_same_drift_in_most_slices_is_broader_and_full_only_when_asked():
-    many = [alert("DATA_DRIFT", f"s{i}", "amount") for i in range(3)]  # 3 of 6 slices
-    p = plan(MANIFEST, many)
+    many = [alert("DATA_DRIFT", f"s{i}", "amount") for i in range(4)]  # 4 of 6 slices
+    p = plan(MANIFEST, many)  # defaults: at least 60% of the slices seen and at least 3 slices
     assert p.tier == "MODULE"
-    assert set(p.modules) == {"adapter.s0", "adapter.s1", "adapter.s2", "encoder.amount", "trunk"}
-    assert plan(MANIFEST, many[:2]).tier == "ADAPTER"  # 2 of 6 < 50%
-    assert plan(None, many[:2], n_slices_seen=4).tier == "MODULE"
+    assert set(p.modules) == {"adapter.s0", "adapter.s1", "adapter.s2", "adapter.s3", "encoder.amount", "trunk"}
+    assert plan(MANIFEST, many[:3]).tier == "ADAPTER"  # 3 of 6 < 60%
+    assert plan(MANIFEST, many[:3], broad_share=0.5).tier == "MODULE"
+    assert plan(None, many[:2], n_slices_seen=3).tier == "ADAPTER"  # 2 slices < broad_min_slices
+    assert plan(None, many[:2], n_slices_seen=3, broad_min_slices=2).tier == "MODULE"
     assert plan(MANIFEST, many, broad_share=0.9).tier == "ADAPTER"
     full = plan(MANIFEST, many, tier="FULL")
     assert full.tier == "FULL" and set(full.modules) == set(MANIFEST["modules"])
