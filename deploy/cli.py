@@ -167,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop the local broker").set_defaults(fn=cmd_down)
     sub.add_parser("status", help="broker, topics and ClickHouse as JSON").set_defaults(fn=cmd_status)
     r = sub.add_parser("run", help="all services in the foreground; Ctrl-C stops them")
-    r.add_argument("--only", help="comma-separated subset: streams,sink")
+    from deploy.services import SERVICES
+
+    r.add_argument("--only", help=f"comma-separated subset of {','.join(SERVICES)}")
     r.set_defaults(fn=cmd_run)
     pr = sub.add_parser("produce", help="JSON-lines events to the events topic")
     pr.add_argument("--file", required=True)

@@ -6,12 +6,44 @@ import argparse
 import json
 import math
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.settings import Settings
+
+T = TypeVar("T")
+
+
+def _timed(settings: Settings, desc: str, total: int | None, fn: Callable[[], T]) -> T:
+    """``fn()`` with a bar counting its seconds on a terminal: neither the snapshot read nor the
+    training loop reports progress, so the bar shows the command is alive (and the timeout)."""
+    from deploy.progress import progress
+
+    with progress(settings, total=total, desc=desc, unit="s") as bar:
+        if not bar.shown:
+            return fn()
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name=desc, daemon=True).start()  # daemon: Ctrl-C still exits
+        began = time.monotonic()
+        while not done.wait(0.2):
+            bar.to(int(time.monotonic() - began))
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
@@ -26,10 +58,17 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         per = math.ceil(args.max_events / len(ranges))
         ranges = [{**r, "start_offset": max(r["start_offset"], r["end_offset"] - per)} for r in ranges]
     snapshot = {"topic": topic, "ranges": ranges, "slice_filter": [], "labelled_only": True}
-    events = read_snapshot(settings, snapshot, timeout=args.timeout)
+    n_messages = sum(max(0, r["end_offset"] - r["start_offset"]) for r in ranges)
+    _say(f"reading {n_messages} messages of {topic} ({len(ranges)} partitions, labelled events kept)")
+    began = time.monotonic()
+    events = _timed(settings, f"read {topic}", int(args.timeout),
+                    lambda: read_snapshot(settings, snapshot, timeout=args.timeout))
+    _say(f"read {len(events)} labelled events in {time.monotonic() - began:.1f} s; training every module of "
+         f"{args.model} (at most {settings.retrain_bootstrap_epochs} epochs, early stopping)")
     registry = Registry(settings.registry_dir)
-    manifest = bootstrap(args.model, events, registry, settings, snapshot=snapshot,
-                         request_id=f"train:{uuid.uuid4().hex[:12]}")
+    manifest = _timed(settings, f"train {args.model}", None,
+                      lambda: bootstrap(args.model, events, registry, settings, snapshot=snapshot,
+                                        request_id=f"train:{uuid.uuid4().hex[:12]}"))
     m = manifest.metrics
     print(f"trained {args.model} {manifest.version} on {m['train_events'] + m['val_events']} labelled events "
           f"of {topic} ({m['epochs']} epochs, {m['train_seconds']:.1f} s); promoted")
@@ -37,6 +76,10 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     for s, v in sorted(m["holdout"].items()):
         print(f"  {s:<20} holdout {m['metric_name']} {v:.4f}")
     return 0
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _fmt_ms(ms: int) -> str:

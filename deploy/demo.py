@@ -9,21 +9,26 @@ joined in ClickHouse (sink).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, TopicPartition
 
-from deploy.kafka_util import end_offsets, wait_caught_up
+from deploy.kafka_util import end_offsets, iter_topic, read_topic, wait_caught_up
+from deploy.progress import progress
 from deploy.scenarios import BASE_TIME_MS
-from schemas.codec import ALERT
+from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT
+from schemas.errors import SchemaError
 from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,77 +110,87 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _progress(total: int):
-    finished = False
+def _decoder(codec) -> Callable[[Any], dict[str, Any]]:
+    """``codec`` over a message's value; a tombstone is a SchemaError, which the reader skips."""
 
-    def show(n: int) -> None:
-        nonlocal finished
-        if finished:
-            return
-        width = 30
-        done = int(width * n / total) if total else width
-        end = "\n" if n >= total else ""
-        finished = n >= total
-        sys.stderr.write(f"\r  produced [{'#' * done}{'.' * (width - done)}] {n}/{total}{end}")
-        sys.stderr.flush()
+    def decode(msg: Any) -> dict[str, Any]:
+        if msg.value() is None:
+            raise SchemaError("a tombstone (no value)")
+        return codec.decode(msg.value())
 
-    return show
+    return decode
 
 
-def _tail(settings: Settings, topic: str, start: dict[int, int], decode, until, timeout: float) -> list[dict[str, Any]]:
-    """Records written to ``topic`` after ``start`` offsets, until ``until(records)`` holds or timeout."""
-    c = Consumer(settings.confluent_config(**{"group.id": "driftctl-demo", "enable.auto.commit": False}))
-    c.assign([TopicPartition(topic, p, off) for p, off in start.items()])
-    records: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not until(records):
-            msg = c.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            records.append(decode(msg.value()))
-    finally:
-        c.close()
-    return records
+def _since(started: float) -> int:
+    return int(time.monotonic() - started)
 
 
-def collect_alerts(settings: Settings, start: dict[int, int], until, timeout: float) -> list[dict[str, Any]]:
-    """Alerts written after ``start`` offsets, until ``until(alerts)`` holds or timeout."""
-    return _tail(settings, settings.topics.alerts, start, ALERT.decode, until, timeout)
+def collect_alerts(
+    settings: Settings,
+    start: dict[int, int],
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout: float,
+    on_wait: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Alerts written after ``start`` offsets, until ``until(alerts)`` holds or timeout;
+    ``on_wait(alerts)`` runs on every poll (a progress display)."""
+    alerts: list[dict[str, Any]] = []
+
+    def waiting() -> bool:
+        if on_wait is not None:
+            on_wait(alerts)
+        return False
+
+    records = iter_topic(settings, settings.topics.alerts, start=start, decode=_decoder(ALERT), timeout=timeout,
+                         stop=waiting, on_error=log.warning)  # fmt: skip
+    with closing(records):
+        for alert in records:
+            alerts.append(alert)
+            if until(alerts):
+                break
+    return alerts
 
 
 def collect_retraining(
-    settings: Settings, start: dict[str, dict[int, int]], model: str, slices: set[str], timeout: float
+    settings: Settings,
+    start: dict[str, dict[int, int]],
+    model: str,
+    slices: set[str],
+    timeout: float,
+    on_wait: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(requests, results) of ``model`` written after ``start``: until the slices have results and
-    every request (escalations included) has its result and a few quiet seconds passed, or timeout."""
-    from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
-
+    every request (escalations included) has its result and a few quiet seconds passed, or timeout.
+    ``on_wait(results)`` runs on every poll (a progress display)."""
     t = settings.topics
-    decode = {t.retrain_requests: RETRAIN_REQUEST.decode, t.retrain_results: RETRAIN_RESULT.decode}
-    got: dict[str, list[dict[str, Any]]] = {t.retrain_requests: [], t.retrain_results: []}
-    c = Consumer(settings.confluent_config(**{"group.id": "driftctl-demo", "enable.auto.commit": False}))
-    c.assign([TopicPartition(t.retrain_requests, p, o) for p, o in start["requests"].items()]
-             + [TopicPartition(t.retrain_results, p, o) for p, o in start["results"].items()])  # fmt: skip
-    deadline = time.monotonic() + timeout
-    settled: float | None = None
-    try:
-        while time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is not None and not msg.error():
-                record = decode[msg.topic()](msg.value())
-                if record["model"] == model:
-                    got[msg.topic()].append(record)
-                    settled = None
-            requests, results = got[t.retrain_requests], got[t.retrain_results]
-            done = {r["request_id"] for r in results} >= {r["request_id"] for r in requests}
-            if requests and done and slices <= {s for r in results for s in r["slices"]}:
-                settled = settled or time.monotonic()
-                if time.monotonic() - settled >= 3:  # the router escalates a rejection within a second
-                    break
-    finally:
-        c.close()
-    return got[t.retrain_requests], got[t.retrain_results]
+    results: list[dict[str, Any]] = []
+    last_change = time.monotonic()
+
+    def requests() -> list[dict[str, Any]]:
+        got = read_topic(settings, t.retrain_requests, start=start["requests"], decode=_decoder(RETRAIN_REQUEST),
+                         timeout=30, on_error=log.warning)  # fmt: skip
+        return [r for r in got if r["model"] == model]
+
+    def settled() -> bool:
+        nonlocal last_change
+        if on_wait is not None:
+            on_wait(results)
+        if not slices <= {s for r in results for s in r["slices"]}:
+            return False
+        if time.monotonic() - last_change < 3:  # the router escalates a rejection within a second
+            return False
+        asked = {r["request_id"] for r in requests()}
+        last_change = time.monotonic()  # not settled: look at the requests again after a quiet while
+        return bool(asked) and asked <= {r["request_id"] for r in results}
+
+    records = iter_topic(settings, t.retrain_results, start=start["results"], decode=_decoder(RETRAIN_RESULT),
+                         timeout=timeout, stop=settled, on_error=log.warning)  # fmt: skip
+    with closing(records):
+        for result in records:
+            if result["model"] == model:
+                results.append(result)
+                last_change = time.monotonic()
+    return requests(), results
 
 
 def _short(request_id: str) -> str:
@@ -245,14 +260,26 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
         )
         from deploy.produce import produce_events
 
-        produce_events(settings, story.events(), _progress(story.total_events))
+        began = time.monotonic()
+        with progress(settings, total=story.total_events, desc="produce", unit="ev") as bar:
+            produced = produce_events(settings, story.events(), bar.to)
+        _say(f"  produced {produced} events in {time.monotonic() - began:.1f}s")
 
-        _say("[4/6] waiting for the drift alert on " + settings.topics.alerts)
+        _say(f"[4/6] waiting (up to {timeout:.0f}s) for the drift alert on {settings.topics.alerts}")
 
         def found(alerts: list[dict[str, Any]]) -> bool:
             return any(a["model"] == model and a["slice"] == target for a in alerts)
 
-        alerts = [a for a in collect_alerts(settings, alert_start, found, timeout) if a["model"] == model]
+        began = time.monotonic()
+        with progress(settings, total=int(timeout), desc="waiting for alerts", unit="s") as bar:
+
+            def show_alerts(alerts: list[dict[str, Any]]) -> None:
+                bar.note(alerts=sum(a["model"] == model for a in alerts))
+                bar.to(_since(began))
+
+            alerts = collect_alerts(settings, alert_start, found, timeout, on_wait=show_alerts)
+        alerts = [a for a in alerts if a["model"] == model]
+        _say(f"  {len(alerts)} alert(s) of {model} after {time.monotonic() - began:.1f}s")
         for a in alerts:
             _say(
                 f"  ALERT {a['alert_type']} {a['severity']} {a['model']}/{a['slice']}/{a['feature']} "
@@ -264,9 +291,18 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
             _say(f"  no alert on {target} within {timeout:.0f}s; see {settings.run_dir}/logs")
             return 1
 
-        _say(f"[5/6] retraining: the router coalesces alerts ({settings.router_coalesce_seconds:g}s), the worker "
-             "bootstraps the model (first job) and updates only what the drift touched")  # fmt: skip
-        requests, results = collect_retraining(settings, retrain_start, model, {target}, timeout)
+        _say(f"[5/6] retraining (waiting up to {timeout:.0f}s): the router coalesces alerts "
+             f"({settings.router_coalesce_seconds:g}s), the worker bootstraps the model (first job) and updates "
+             "only what the drift touched")  # fmt: skip
+        began = time.monotonic()
+        with progress(settings, total=int(timeout), desc="waiting for retraining", unit="s") as bar:
+
+            def show_results(results: list[dict[str, Any]]) -> None:
+                bar.note(results=len(results), last=results[-1]["decision"] if results else "-")
+                bar.to(_since(began))
+
+            requests, results = collect_retraining(settings, retrain_start, model, {target}, timeout, show_results)
+        _say(f"  {len(requests)} request(s), {len(results)} result(s) after {time.monotonic() - began:.1f}s")
         by_id = {r["request_id"]: r for r in results}
         for req in requests:
             show_request(req)

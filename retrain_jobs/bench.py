@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 import torch
 
+from deploy.progress import Progress, progress
 from retrain_jobs.dependency import plan
 from retrain_jobs.model import model_class
 from retrain_jobs.scenario import RetrainScenario
@@ -51,8 +52,27 @@ def run_retrain_bench(settings: Settings, out: TextIO = sys.stderr, quick: bool 
                       scenario: RetrainScenario | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     sc = scenario or (quick_scenario() if quick else RetrainScenario())
+    with progress(settings, total=len(PHASES), desc="bench retrain", unit="phase") as bar:
+        return _run(settings, sc, quick, out, bar)
+
+
+PHASES = ("bootstrap", "selective", "full retrain", "evaluate")
+
+
+def _run(settings: Settings, sc: RetrainScenario, quick: bool, out: TextIO, bar: Progress) -> dict[str, Any]:
     metric = settings.retrain_metric
-    say = lambda msg: print(msg, file=out, flush=True)
+
+    def say(msg: str) -> None:  # above the bar when both go to the terminal
+        if bar.shown and out is sys.stderr:
+            bar.write(msg)
+        else:
+            print(msg, file=out, flush=True)
+
+    def phase(done: int) -> None:
+        bar.note(now=PHASES[done] if done < len(PHASES) else "done")
+        bar.to(done)
+
+    phase(0)
     pre, post = sc.events()
     say(f"scenario: {len(sc.slices)} slices, {len(pre)} pre-drift and {len(post)} post-drift events; "
         f"{sc.drifted} drifts")
@@ -63,6 +83,7 @@ def run_retrain_bench(settings: Settings, out: TextIO = sys.stderr, quick: bool 
     boot = update(base, list(base.module_map()), b_train, b_val, TrainConfig.bootstrap(settings))
     base.eval()
     say(f"bootstrap: {boot.epochs} epochs, {boot.train_seconds:.1f} s, {boot.params_total} parameters")
+    phase(1)
 
     train, val, hold = split_events(post, settings.retrain_holdout_share, settings.retrain_val_share,
                                     settings.retrain_seed)
@@ -80,10 +101,12 @@ def run_retrain_bench(settings: Settings, out: TextIO = sys.stderr, quick: bool 
     selective.eval()
     say(f"selective ({p.tier} {list(p.modules)}): {sel.epochs} epochs, {sel.train_seconds:.2f} s, "
         f"{sel.params_updated}/{sel.params_total} parameters")
+    phase(2)
     full = copy.deepcopy(base)
     fst = update(full, list(full.module_map()), train, val, cfg)
     full.eval()
     say(f"full retrain: {fst.epochs} epochs, {fst.train_seconds:.2f} s, {fst.params_updated} parameters")
+    phase(3)
 
     after_sel, after_full = per_slice(selective, hold, metric), per_slice(full, hold, metric)
     d = sc.drifted
@@ -126,6 +149,7 @@ def run_retrain_bench(settings: Settings, out: TextIO = sys.stderr, quick: bool 
         and result["recovery"] >= TARGET_RECOVERY
         and result["untouched_max_abs_delta"] <= TARGET_UNTOUCHED_DELTA
     )
+    phase(4)
     say(f"compute_ratio {result['compute_ratio']:.3f} (target <= {TARGET_COMPUTE_RATIO}), "
         f"recovery {result['recovery']:.3f} (>= {TARGET_RECOVERY}), "
         f"untouched_max_abs_delta {result['untouched_max_abs_delta']:.4g} (<= {TARGET_UNTOUCHED_DELTA}); "

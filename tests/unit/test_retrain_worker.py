@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -16,95 +15,15 @@ from retrain_jobs.worker import RetrainWorker, failed_result
 from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
 from schemas.errors import DriftError, InfraError
 from schemas.settings import load_settings
+from tests.fakes import FakeConsumer, FakeMessage, FakeProducer
 
 SETTINGS = load_settings(topic_prefix="tw")
 REQUESTS = SETTINGS.topics.retrain_requests
 RESULTS = SETTINGS.topics.retrain_results
 
 
-class Msg:
-    def __init__(self, offset, value, partition=0, key=b"m"):
-        self._o, self._v, self._p, self._k = offset, value, partition, key
-
-    def topic(self):
-        return REQUESTS
-
-    def partition(self):
-        return self._p
-
-    def offset(self):
-        return self._o
-
-    def value(self):
-        return self._v
-
-    def key(self):
-        return self._k
-
-    def error(self):
-        return None
-
-
-class FakeConsumer:
-    """Serves messages, honours pause/seek, records commits with the events log."""
-
-    def __init__(self, events, messages=()):
-        self.events = events
-        self.queue = deque(messages)
-        self.paused = False
-        self.commits = []
-        self.closed = False
-
-    def poll(self, timeout=None):
-        if self.paused or not self.queue:
-            time.sleep(min(timeout or 0, 0.01))
-            return None
-        return self.queue.popleft()
-
-    def assignment(self):
-        return ["tp"]
-
-    def pause(self, parts):
-        self.paused = True
-
-    def resume(self, parts):
-        self.paused = False
-
-    def seek(self, tp):
-        raise AssertionError("no message should arrive while paused")
-
-    def commit(self, offsets, asynchronous=True):
-        assert asynchronous is False
-        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
-        self.events.append(("commit", offsets[0].offset))
-
-    def close(self):
-        self.closed = True
-
-
-class FakeProducer:
-    """Acknowledges on flush (or fails the delivery when ``fail`` is set)."""
-
-    def __init__(self, events, fail=0):
-        self.events = events
-        self.fail = fail
-        self.pending = []
-        self.delivered = []
-
-    def produce(self, topic, key=None, value=None, on_delivery=None):
-        self.pending.append((topic, key, value, on_delivery))
-
-    def flush(self, timeout=None):
-        for topic, key, value, cb in self.pending:
-            if self.fail:
-                self.fail -= 1
-                cb(KafkaError(KafkaError._MSG_TIMED_OUT), None)
-            else:
-                self.delivered.append((topic, key, RETRAIN_RESULT.decode(value)))
-                self.events.append(("ack", RETRAIN_RESULT.decode(value)["request_id"]))
-                cb(None, None)
-        self.pending = []
-        return 0
+def request_msg(offset, value, partition=0, key=b"m"):
+    return FakeMessage(REQUESTS, partition, offset, value, key=key)
 
 
 def request(rid="r1", model="m"):
@@ -125,8 +44,10 @@ def good_result(req, events):
 
 def worker(messages, *, run_job=None, read_snapshot=None, fail_publish=0):
     events: list = []
-    consumer = FakeConsumer(events, messages)
-    producer = FakeProducer(events, fail=fail_publish)
+    consumer = FakeConsumer(messages, on_commit=lambda offsets: events.append(("commit", offsets[0].offset)))
+    producer = FakeProducer(
+        RETRAIN_RESULT, fail=fail_publish, on_ack=lambda result: events.append(("ack", result["request_id"]))
+    )
 
     def default_read(settings, snap):
         events.append(("read", snap["topic"]))
@@ -141,6 +62,16 @@ def worker(messages, *, run_job=None, read_snapshot=None, fail_publish=0):
     return w, consumer, producer, events
 
 
+def blocked_job(release: threading.Event):
+    """A job that runs until ``release`` is set (5 s at most), then succeeds."""
+
+    def job(req, evs, registry, settings):
+        release.wait(5)
+        return good_result(req, evs)
+
+    return job
+
+
 def drive(w, until, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not until() and time.monotonic() < deadline:
@@ -149,7 +80,7 @@ def drive(w, until, timeout=10.0):
 
 
 def test_result_is_published_and_acknowledged_before_the_commit():
-    w, consumer, producer, events = worker([Msg(5, RETRAIN_REQUEST.encode(request("r1")))])
+    w, consumer, producer, events = worker([request_msg(5, RETRAIN_REQUEST.encode(request("r1")))])
     drive(w, lambda: consumer.commits)
     assert [e[0] for e in events] == ["read", "job", "ack", "commit"]
     assert consumer.commits == [[(REQUESTS, 0, 6)]]
@@ -159,7 +90,7 @@ def test_result_is_published_and_acknowledged_before_the_commit():
 
 
 def test_no_commit_while_the_result_is_not_acknowledged_then_retry():
-    w, consumer, producer, events = worker([Msg(0, RETRAIN_REQUEST.encode(request()))], fail_publish=1)
+    w, consumer, producer, events = worker([request_msg(0, RETRAIN_REQUEST.encode(request()))], fail_publish=1)
     w.step()
     drive(w, lambda: w.stats.retries == 1)
     assert consumer.commits == [] and producer.delivered == []
@@ -177,7 +108,7 @@ def test_a_job_error_becomes_a_rejected_result_and_the_worker_goes_on():
         return good_result(req, evs)
 
     w, consumer, producer, _events = worker(
-        [Msg(0, RETRAIN_REQUEST.encode(request("bad"))), Msg(1, RETRAIN_REQUEST.encode(request("good")))],
+        [request_msg(0, RETRAIN_REQUEST.encode(request("bad"))), request_msg(1, RETRAIN_REQUEST.encode(request("good")))],
         run_job=broken_job,
     )
     drive(w, lambda: len(consumer.commits) == 2)
@@ -191,7 +122,7 @@ def test_a_job_error_becomes_a_rejected_result_and_the_worker_goes_on():
 
 
 def test_an_undecodable_request_is_rejected_with_its_position():
-    w, consumer, producer, events = worker([Msg(3, b"\x00garbage", key=b"m")])
+    w, consumer, producer, events = worker([request_msg(3, b"\x00garbage", key=b"m")])
     drive(w, lambda: consumer.commits)
     ((_, _key, res),) = producer.delivered
     assert res["decision"] == "REJECTED" and res["model"] == "m"
@@ -208,7 +139,7 @@ def test_infra_error_publishes_nothing_and_retries_the_same_request():
             raise InfraError("broker unreachable")
         return [{"slice": "eu"}]
 
-    w, consumer, producer, _events = worker([Msg(0, RETRAIN_REQUEST.encode(request()))], read_snapshot=flaky_read)
+    w, consumer, producer, _events = worker([request_msg(0, RETRAIN_REQUEST.encode(request()))], read_snapshot=flaky_read)
     drive(w, lambda: w.stats.retries == 1)
     assert producer.delivered == [] and consumer.commits == []
     w._retry_at = time.monotonic()
@@ -232,7 +163,7 @@ def test_a_crash_mid_job_publishes_and_commits_nothing():
     def dying_job(req, evs, registry, settings):
         raise Crash()
 
-    w, consumer, producer, _events = worker([Msg(0, RETRAIN_REQUEST.encode(request()))], run_job=dying_job)
+    w, consumer, producer, _events = worker([request_msg(0, RETRAIN_REQUEST.encode(request()))], run_job=dying_job)
     with pytest.raises(Crash):
         drive(w, lambda: False, timeout=5)
     assert producer.delivered == [] and consumer.commits == []
@@ -241,12 +172,9 @@ def test_a_crash_mid_job_publishes_and_commits_nothing():
 def test_the_group_stays_alive_while_a_long_job_runs():
     release = threading.Event()
     polls = []
-
-    def slow_job(req, evs, registry, settings):
-        release.wait(5)
-        return good_result(req, evs)
-
-    w, consumer, _producer, _events = worker([Msg(0, RETRAIN_REQUEST.encode(request()))], run_job=slow_job)
+    w, consumer, _producer, _events = worker(
+        [request_msg(0, RETRAIN_REQUEST.encode(request()))], run_job=blocked_job(release)
+    )
     original_poll = consumer.poll
     consumer.poll = lambda timeout=None: polls.append(timeout) or original_poll(timeout)
     for _ in range(5):
@@ -258,12 +186,9 @@ def test_the_group_stays_alive_while_a_long_job_runs():
 
 def test_stop_finishes_the_running_job_first():
     release = threading.Event()
-
-    def slow_job(req, evs, registry, settings):
-        release.wait(5)
-        return good_result(req, evs)
-
-    w, consumer, _producer, _events = worker([Msg(0, RETRAIN_REQUEST.encode(request()))], run_job=slow_job)
+    w, consumer, _producer, _events = worker(
+        [request_msg(0, RETRAIN_REQUEST.encode(request()))], run_job=blocked_job(release)
+    )
     w.step()
     stop = threading.Event()
     stop.set()
@@ -273,11 +198,8 @@ def test_stop_finishes_the_running_job_first():
 
 
 def test_a_fatal_consumer_error_stops_the_worker():
-    class Fatal:
-        def error(self):
-            return KafkaError(KafkaError._FATAL, "fenced", fatal=True)
-
-    w, _consumer, _producer, _events = worker([Fatal()])
+    fatal = FakeMessage(REQUESTS, 0, 0, None, error=KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+    w, _consumer, _producer, _events = worker([fatal])
     with pytest.raises(KafkaException):
         w.step()
 
@@ -286,12 +208,9 @@ def test_a_hung_job_stops_the_worker_without_publishing():
     from retrain_jobs.worker import HungJobError
 
     release = threading.Event()
-
-    def hung_job(req, evs, registry, settings):
-        release.wait(5)
-        return good_result(req, evs)
-
-    w, consumer, producer, _events = worker([Msg(0, RETRAIN_REQUEST.encode(request()))], run_job=hung_job)
+    w, consumer, producer, _events = worker(
+        [request_msg(0, RETRAIN_REQUEST.encode(request()))], run_job=blocked_job(release)
+    )
     w.settings = w.settings.model_copy(update={"retrain_max_job_seconds": 10})
     w.step()
     w.job.started -= 11

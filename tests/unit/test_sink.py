@@ -5,10 +5,9 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections import deque
 
 import pytest
-from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumers import sink as sink_mod
 from consumers.rows import TABLES
@@ -16,89 +15,9 @@ from consumers.sink import Batch, ClickHouseSink, RecentIds
 from consumers.store import apply_schema, close_clickhouse, open_clickhouse, query
 from schemas.codec import ALERT, DEAD_LETTER, STAT
 from schemas.settings import load_settings
+from tests.fakes import T0, FakeConsumer, FakeMessage
 
-T0 = 1_700_000_000_000
-
-
-# --- fakes ---------------------------------------------------------------------------------
-
-
-class FakeMessage:
-    def __init__(self, topic, partition, offset, value, key=b"eu", error=None, timestamp=T0):
-        self._t, self._p, self._o, self._v, self._k, self._e, self._ts = (
-            topic, partition, offset, value, key, error, timestamp)  # fmt: skip
-
-    def topic(self):
-        return self._t
-
-    def partition(self):
-        return self._p
-
-    def offset(self):
-        return self._o
-
-    def value(self):
-        return self._v
-
-    def key(self):
-        return self._k
-
-    def error(self):
-        return self._e
-
-    def timestamp(self):
-        return (TIMESTAMP_CREATE_TIME, self._ts)
-
-
-class FakeConsumer:
-    """confluent_kafka.Consumer's surface as the sink uses it; records commits."""
-
-    def __init__(self, messages=(), on_commit=None):
-        self.queue = deque(messages)
-        self.commits: list[list[tuple[str, int, int]]] = []
-        self.on_commit = on_commit
-        self.paused: set[tuple[str, int]] = set()
-        self.assigned = sorted({(m.topic(), m.partition()) for m in messages})
-        self.topics = None
-        self.closed = False
-
-    def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
-        self.topics, self.on_assign, self.on_revoke = topics, on_assign, on_revoke
-        self.joined = False
-
-    def feed(self, *messages):
-        self.queue.extend(messages)
-
-    def poll(self, timeout=None):
-        if not self.joined:  # like a real group join: the first poll serves the assignment
-            self.joined = True
-            if self.on_assign:
-                self.on_assign(self, self.assignment())
-        for msg in list(self.queue):
-            if (msg.topic(), msg.partition()) not in self.paused:
-                self.queue.remove(msg)
-                return msg
-        time.sleep(min(timeout or 0, 0.01))
-        return None
-
-    def commit(self, offsets=None, asynchronous=True):
-        assert asynchronous is False, "the sink must commit synchronously"
-        if self.on_commit:
-            self.on_commit(offsets)
-        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
-        return offsets
-
-    def assignment(self):
-        return [TopicPartition(t, p) for t, p in self.assigned]
-
-    def pause(self, partitions):
-        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
-
-    def resume(self, partitions):
-        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
-
-    def close(self):
-        self.closed = True
+# --- a flaky store -------------------------------------------------------------------------
 
 
 class FlakyClient:
