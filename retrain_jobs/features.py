@@ -10,6 +10,11 @@ or the vocabularies during a selective update would silently change what frozen 
 
 Groups: each feature is its own group unless ``groups`` says otherwise, so a drifted feature
 maps to one encoder.
+
+The production model's own ``prediction``, when events carry one, is an input too (the numeric
+pseudo-feature ``_prediction``, as a logit when every value is a probability): often the
+most informative input there is, and what lets a slice adapter alone recalibrate a slice
+whose concept moved (the ADAPTER tier).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import torch
 from schemas.errors import ConfigError, DriftError
 
 CLIP = 10.0
+PREDICTION = "_prediction"  # the events' own `prediction`, as a numeric input
+_EPS = 1e-4
 
 
 class DataError(DriftError):
@@ -36,11 +43,24 @@ def _is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+def _logit(p: float) -> float:
+    p = min(max(p, _EPS), 1.0 - _EPS)
+    return math.log(p / (1.0 - p))
+
+
+def _numeric_value(event: Mapping[str, Any], feature: str, logit: bool) -> Any:
+    if feature != PREDICTION:
+        return (event.get("features") or {}).get(feature)
+    v = event.get("prediction")
+    return v if _is_missing(v) or not logit else _logit(float(v))
+
+
 @dataclass
 class Preprocessor:
     numeric: dict[str, tuple[float, float]]  # feature -> (mean, std)
     categorical: dict[str, list[str]]  # feature -> vocabulary
     groups: dict[str, list[str]] = field(default_factory=dict)  # group -> features
+    prediction_logit: bool = False  # PREDICTION is the logit of a probability (else the raw value)
 
     @classmethod
     def fit(
@@ -53,6 +73,10 @@ class Preprocessor:
             raise DataError("cannot fit preprocessing on zero events")
         values: dict[str, list[float]] = {}
         counts: dict[str, Counter] = {}
+        predictions = [float(e["prediction"]) for e in events if not _is_missing(e.get("prediction"))]
+        logit = bool(predictions) and all(0.0 <= p <= 1.0 for p in predictions)
+        if predictions:
+            values[PREDICTION] = [_logit(p) if logit else p for p in predictions]
         for e in events:
             for f, v in (e.get("features") or {}).items():
                 values.setdefault(f, [])
@@ -85,7 +109,7 @@ class Preprocessor:
             grouped = {f: [f] for f in sorted(set(numeric) | set(categorical))}
         if not grouped:
             raise DataError("events carry no features nor categorical values to learn from")
-        return cls(numeric, categorical, grouped)
+        return cls(numeric, categorical, grouped, logit)
 
     def width(self, feature: str) -> int:
         return 2 if feature in self.numeric else len(self.categorical[feature]) + 1
@@ -101,9 +125,7 @@ class Preprocessor:
         n = len(events)
         cols: dict[str, np.ndarray] = {}
         for f, (mean, std) in self.numeric.items():
-            raw = np.array(
-                [(e.get("features") or {}).get(f) for e in events], dtype=object
-            )
+            raw = np.array([_numeric_value(e, f, self.prediction_logit) for e in events], dtype=object)
             miss = np.array([_is_missing(v) for v in raw], dtype=bool)
             vals = np.zeros(n, dtype=np.float32)
             if n and (~miss).any():
@@ -128,6 +150,7 @@ class Preprocessor:
             "numeric": {f: list(ms) for f, ms in self.numeric.items()},
             "categorical": self.categorical,
             "groups": self.groups,
+            "prediction_logit": self.prediction_logit,
         }
 
     @classmethod
@@ -136,6 +159,7 @@ class Preprocessor:
             {f: (float(m), float(s)) for f, (m, s) in d["numeric"].items()},
             {c: list(v) for c, v in d["categorical"].items()},
             {g: list(fs) for g, fs in d["groups"].items()},
+            bool(d.get("prediction_logit", False)),
         )
 
 

@@ -63,7 +63,6 @@ class Settings(BaseSettings):
     cooldown_events: int = Field(500, ge=0, description="events per (slice, feature) after an alert before the next")
     confirm_events: int = Field(30, ge=0, description="values after an ADWIN cut that must confirm the shift")
     chi_square_alpha: float = Field(1e-6, gt=0, lt=1, description="per-check significance of the categorical test")
-    rate_alpha: float = Field(1e-7, gt=0, lt=1, description="per-check significance of the windowed 'rate' detector")
     cusum_arl: float = Field(
         1e7, gt=1, description="in-control average run length (values) of the missing / out-of-range CUSUMs"
     )
@@ -120,7 +119,7 @@ class Settings(BaseSettings):
         200, ge=0, description="estimated events of the slice after the alert window before a request"
     )
     router_max_wait_seconds: float = Field(
-        300.0, gt=0, le=7 * 86_400, description="a request goes out after this long even with fewer post-alert events"
+        60.0, gt=0, le=7 * 86_400, description="a request goes out after this long even with fewer post-alert events"
     )
     router_cooldown_seconds: float = Field(
         600.0, ge=0, le=30 * 86_400, description="no new request for a (model, slice) this long after one"

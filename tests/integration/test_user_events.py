@@ -7,7 +7,7 @@ import time
 import uuid
 
 import numpy as np
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from deploy.kafka_util import committed_offsets, read_topic
 from deploy.services import start_services
@@ -73,7 +73,11 @@ sources:
         while time.monotonic() < deadline and done < n + 1:
             assert all(group.alive().values()), (tmp_path / "logs" / "streams.log").read_text()[-3000:]
             time.sleep(1)
-            done = sum(max(o, 0) for o in committed_offsets(settings, settings.app_id, topic).values())
+            try:
+                done = sum(max(o, 0) for o in committed_offsets(settings, settings.app_id, topic).values())
+            except KafkaException as exc:  # a fresh broker may still be electing the group coordinator
+                if exc.args[0].code() not in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS):
+                    raise
         assert done == n + 1, f"the worker committed {done} of {n + 1} messages of the user's topic"
     finally:
         codes = group.stop()

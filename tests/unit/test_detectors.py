@@ -131,3 +131,39 @@ def test_page_hinkley_stays_quiet_on_a_stable_stream():
     rng = np.random.default_rng(1)
     det = make_detector("page_hinkley")
     assert not any(det.update(float(x)) for x in rng.normal(20, 4, 100_000))
+
+
+def _mix(p, n, rng):
+    return rng.choice(len(p), n, p=np.array(p) / sum(p)).tolist()
+
+
+def test_chi_square_is_quiet_on_stable_mixes_with_rare_categories():
+    """The two-sample test counts the reference's own noise: a 1% category or a 90/10 split
+    does not look like drift (a one-sample test against the reference fired here)."""
+    rng = np.random.default_rng(3)
+    fires = 0
+    for p in ([0.5, 0.35, 0.15], [0.9, 0.1], [0.3, 0.3, 0.3, 0.05, 0.05], [0.11] * 9 + [0.01]):
+        for _ in range(5):
+            det = make_detector("chi_square")
+            fires += sum(det.update(x) for x in _mix(p, 20_000, rng))
+    assert fires == 0
+
+
+@pytest.mark.parametrize("odds, median_under", [(3.0, 250), (2.0, 700)])
+def test_chi_square_long_window_catches_small_mix_changes(odds, median_under):
+    rng = np.random.default_rng(8)
+    p = [0.5, 0.35, 0.15]
+    rare = 0.15 * odds / (0.15 * odds + 0.85)
+    q = [0.5 * (1 - rare) / 0.85, 0.35 * (1 - rare) / 0.85, rare]
+    delays = []
+    for _ in range(9):
+        at = first_detection(make_detector("chi_square"), _mix(p, 3000, rng) + _mix(q, 3000, rng))
+        assert at is not None and at >= 3000
+        delays.append(at - 3000)
+    assert sorted(delays)[4] < median_under, delays
+
+
+def test_chi_square_ignores_a_short_burst():
+    rng = np.random.default_rng(2)
+    burst = _mix([0.5, 0.35, 0.15], 3000, rng) + [2] * 12 + _mix([0.5, 0.35, 0.15], 3000, rng)
+    assert first_detection(make_detector("chi_square"), burst) is None

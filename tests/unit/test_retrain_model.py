@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from retrain_jobs.features import DataError, Preprocessor, binary_labels
+from retrain_jobs.features import PREDICTION, DataError, Preprocessor, binary_labels
 from retrain_jobs.model import DEFAULT_ADAPTER, ModularModel, TabularModularModel, model_class
 from schemas.errors import ConfigError, UnknownKeyError
 
@@ -28,6 +30,21 @@ def test_preprocessing_standardises_flags_missing_and_unknown_categories():
     assert out["dev"].tolist() == [[0.0, 0.0, 1.0]]  # unknown bucket
     again = Preprocessor.from_dict(pre.to_dict())
     assert torch.equal(again.transform(EVENTS)["x"], pre.transform(EVENTS)["x"])
+
+
+def test_the_events_own_prediction_is_an_input_as_a_logit():
+    events = [{**ev(i), "prediction": p} for i, p in enumerate((0.1, 0.5, 0.9, None))]
+    pre = Preprocessor.fit(events)
+    assert pre.prediction_logit and pre.groups[PREDICTION] == [PREDICTION]
+    mean, std = pre.numeric[PREDICTION]
+    assert mean == pytest.approx(0.0, abs=1e-9)  # logits of 0.1, 0.5, 0.9 are symmetric
+    col = pre.transform(events)[PREDICTION]
+    assert col[:, 0].tolist() == pytest.approx([-math.log(9) / std, 0.0, math.log(9) / std, 0.0], rel=1e-5)
+    assert col[:, 1].tolist() == [0.0, 0.0, 0.0, 1.0]  # the event without a prediction
+    assert Preprocessor.from_dict(pre.to_dict()).prediction_logit
+    scores = Preprocessor.fit([{**ev(i), "prediction": float(i)} for i in range(3)])
+    assert not scores.prediction_logit and scores.numeric[PREDICTION][0] == pytest.approx(1.0)
+    assert PREDICTION not in Preprocessor.fit(EVENTS).numeric
 
 
 def test_custom_groups_and_label_checks():
