@@ -9,8 +9,9 @@ timestamps are epoch-millisecond ints, which clickhouse-connect writes unchanged
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from schemas.codec import CODECS, RecordCodec
 from schemas.topics import Topics

@@ -250,7 +250,7 @@ class ClickHouseSink:
             return True
         try:
             self._insert(self.batch.by_table())
-        except Exception as exc:  # any store error: keep the batch, retry later
+        except Exception as exc:  # noqa: BLE001 - any store error: keep the batch, retry later
             self.stats.insert_failures += 1
             metrics.SINK_INSERT_FAILURES.inc()
             log.error("ClickHouse insert failed, %d messages kept for retry (offsets %s): %s",

@@ -63,14 +63,14 @@ class ServiceGroup:
 def start_services(settings: Settings, names: tuple[str, ...] = SERVICES, log_dir: Path | None = None) -> ServiceGroup:
     env = settings_env(settings)
     group = ServiceGroup()
+    argv = [sys.executable, "-m", "deploy.services"]
     for name in names:
-        out = None
-        if log_dir is not None:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(log_dir / f"{name}.log", "ab")
-        group.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "deploy.services", name], env=env, stdout=out, stderr=subprocess.STDOUT if out else None
-        )
+        if log_dir is None:
+            group.procs[name] = subprocess.Popen([*argv, name], env=env)
+            continue
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / f"{name}.log", "ab") as out:  # the child keeps its own copy of the fd
+            group.procs[name] = subprocess.Popen([*argv, name], env=env, stdout=out, stderr=subprocess.STDOUT)
     return group
 
 

@@ -195,13 +195,13 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _sasl_complete(self) -> "Settings":
-        if self.kafka_security_protocol.startswith("SASL"):
-            if not (self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password):
-                raise ValueError(
-                    "kafka_security_protocol SASL_* needs DRIFT_KAFKA_SASL_MECHANISM, "
-                    "DRIFT_KAFKA_SASL_USERNAME and DRIFT_KAFKA_SASL_PASSWORD"
-                )
+    def _sasl_complete(self) -> Settings:
+        sasl_complete = self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        if self.kafka_security_protocol.startswith("SASL") and not sasl_complete:
+            raise ValueError(
+                "kafka_security_protocol SASL_* needs DRIFT_KAFKA_SASL_MECHANISM, "
+                "DRIFT_KAFKA_SASL_USERNAME and DRIFT_KAFKA_SASL_PASSWORD"
+            )
         return self
 
     # --- derived --------------------------------------------------------------------------

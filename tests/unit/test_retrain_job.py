@@ -99,7 +99,7 @@ def test_full_tier_updates_every_module_on_every_slice(registry):
 
 
 def test_a_job_overtaken_by_another_promotion_redoes_itself_on_the_new_version(registry, monkeypatch):
-    import retrain_jobs.job as job
+    from retrain_jobs import job
 
     real_update, calls = job.update, []
 
