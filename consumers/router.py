@@ -85,20 +85,22 @@ NextTier = Callable[[str], "str | None"]
 
 @dataclass(frozen=True)
 class RouterConfig:
-    coalesce_seconds: float = 10.0
-    max_wait_seconds: float = 300.0
-    min_post_alert_events: int = 200
-    cooldown_seconds: float = 600.0
-    max_in_flight: int = 2
-    in_flight_timeout_seconds: float = 1800.0
-    max_tier: str = "MODULE"
-    max_escalations: int = 2
-    broad_fraction: float = 0.6
-    broad_min_slices: int = 3
-    reference_events: int = 0
-    snapshot_max_events: int = 50_000
-    other_partition_events: int = 2000
-    events_topic: str = "drift.events"
+    """The router's settings (defaults live in one place: :class:`~schemas.settings.Settings`)."""
+
+    coalesce_seconds: float
+    max_wait_seconds: float
+    min_post_alert_events: int
+    cooldown_seconds: float
+    max_in_flight: int
+    in_flight_timeout_seconds: float
+    max_tier: str
+    max_escalations: int
+    broad_fraction: float
+    broad_min_slices: int
+    reference_events: int
+    snapshot_max_events: int
+    other_partition_events: int
+    events_topic: str
 
     @classmethod
     def from_settings(cls, settings: Any) -> RouterConfig:

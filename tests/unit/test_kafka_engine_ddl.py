@@ -10,9 +10,8 @@ from importlib import resources
 import pytest
 
 from consumers import rows
-from consumers.store import apply_schema, close_clickhouse, open_clickhouse, query, split_statements
+from consumers.store import query, split_statements
 from schemas.codec import CODECS
-from schemas.settings import load_settings
 from tests.unit import monitoring_data as story
 
 FOLDER = resources.files("deploy").joinpath("clickhouse", "kafka_engine")
@@ -32,14 +31,6 @@ def udf():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def ch(tmp_path_factory):
-    client = open_clickhouse(load_settings(run_dir=tmp_path_factory.mktemp("kafka-engine")))
-    apply_schema(client)
-    yield client
-    close_clickhouse(client)
 
 
 def views() -> dict[str, str]:

@@ -9,9 +9,8 @@ from importlib import resources
 import pytest
 import yaml
 
-from consumers.store import apply_schema, close_clickhouse, open_clickhouse, query
+from consumers.store import query
 from deploy.queries import get_query
-from schemas.settings import load_settings
 from tests.unit import monitoring_data as story
 
 PLUGIN = "grafana-clickhouse-datasource"
@@ -31,12 +30,10 @@ def expand_macros(sql: str, slices: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def ch(tmp_path_factory):
-    client = open_clickhouse(load_settings(run_dir=tmp_path_factory.mktemp("grafana")))
-    apply_schema(client)
-    story.populate(client)
-    yield client
-    close_clickhouse(client)
+def ch(ch):
+    """The shared store, with the test story in it."""
+    story.populate(ch)
+    return ch
 
 
 def targets(dash: dict) -> list[tuple[str, dict]]:

@@ -8,6 +8,7 @@ tiers on request), so the router's own decisions are what is tested.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -24,6 +25,7 @@ from consumers.router import (
     slice_share,
 )
 from schemas.codec import RETRAIN_REQUEST
+from schemas.settings import load_settings
 
 T0 = 1_000_000.0  # seconds
 EVENTS = "t.events"
@@ -70,13 +72,18 @@ def alert(slice_="eu", n=1, *, model="m", severity="MEDIUM", partition=0, first=
     }
 
 
+def defaults(**overrides) -> RouterConfig:
+    """The configuration a router gets from default settings, on this test's events topic."""
+    return dataclasses.replace(RouterConfig.from_settings(load_settings()), **{"events_topic": EVENTS, **overrides})
+
+
 def router(**overrides) -> Router:
     cfg = {"coalesce_seconds": 10, "max_wait_seconds": 300, "min_post_alert_events": 100, "cooldown_seconds": 600,
                "max_in_flight": 2, "in_flight_timeout_seconds": 1800, "reference_events": 500, "snapshot_max_events": 10_000,
                "other_partition_events": 300, "events_topic": EVENTS, "broad_min_slices": 3, "broad_fraction": 0.6,
                "max_tier": "FULL"}  # fmt: skip
     cfg.update(overrides)
-    return Router(RouterConfig(**cfg), planner, next_tier)
+    return Router(defaults(**cfg), planner, next_tier)
 
 
 ENDS = {0: 5000, 1: 4000, 2: 3000}
@@ -203,8 +210,8 @@ def test_equal_priority_releases_the_older_group_first():
 
 
 def test_default_max_tier_is_module_so_no_automatic_full_retrain():
-    assert RouterConfig().max_tier == "MODULE"
-    r = Router(RouterConfig(events_topic=EVENTS, coalesce_seconds=0, min_post_alert_events=0), planner, next_tier)
+    assert defaults().max_tier == "MODULE"
+    r = Router(defaults(coalesce_seconds=0, min_post_alert_events=0), planner, next_tier)
     r.on_alert(alert(), T0)
     (req,) = r.due(T0, ENDS)
     (mod,) = r.on_result(result(req), T0 + 1)
@@ -405,7 +412,7 @@ def test_a_planning_failure_drops_that_group_and_keeps_routing_the_others():
             raise ConfigError("manifest of m is unreadable")
         return planner(model, alerts, tier, n_seen)
 
-    r = Router(RouterConfig(events_topic=EVENTS, coalesce_seconds=0, min_post_alert_events=0), picky, next_tier)
+    r = Router(defaults(coalesce_seconds=0, min_post_alert_events=0), picky, next_tier)
     r.on_alert(alert("bad", partition=0), T0)
     r.on_alert(alert("good", partition=1), T0)
     (req,) = r.due(T0, ENDS)

@@ -9,9 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from consumers import rows
-from consumers.store import apply_schema, close_clickhouse, open_clickhouse, query
+from consumers.store import query
 from schemas.codec import CODECS
-from schemas.settings import load_settings
 
 T0 = 1_700_000_000_123  # epoch millis
 
@@ -93,14 +92,6 @@ def roundtrip(record_name: str, record: dict) -> dict:
     return codec.decode(codec.encode(record))
 
 
-@pytest.fixture(scope="module")
-def ch(tmp_path_factory):
-    # chdb hosts one data path per process: close it at the end so other modules can open theirs
-    settings = load_settings(run_dir=tmp_path_factory.mktemp("rows-run"))
-    client = open_clickhouse(settings)
-    apply_schema(client)
-    yield client
-    close_clickhouse(client)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from consumers import sink as sink_mod
 from consumers.rows import TABLES
 from consumers.sink import Batch, ClickHouseSink, RecentIds
-from consumers.store import apply_schema, close_clickhouse, open_clickhouse, query
+from consumers.store import query
 from schemas.codec import ALERT, DEAD_LETTER, STAT
 from schemas.settings import load_settings
 from tests.fakes import T0, FakeConsumer, FakeMessage
@@ -68,14 +68,6 @@ def dead_letter_bytes(offset=5):
 
 
 # --- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ch(tmp_path_factory):
-    client = open_clickhouse(load_settings(run_dir=tmp_path_factory.mktemp("sink-run")))
-    apply_schema(client)
-    yield client
-    close_clickhouse(client)
 
 
 @pytest.fixture
