@@ -16,6 +16,7 @@ from deploy.broker import free_port
 from deploy.produce import produce_events
 from deploy.scenarios import Drift, Scenario
 from deploy.services import settings_env, start_services
+from deploy.topics_admin import ensure_topics
 from schemas.settings import Settings
 
 
@@ -49,11 +50,14 @@ def total(samples: dict[str, float], prefix: str) -> float:
 def running(kafka_settings: Settings, tmp_path_factory):
     """streams + sink as `driftctl run` starts them, on a held-out drift scenario."""
     run_dir = tmp_path_factory.mktemp("mon")
+    tag = f"{kafka_settings.topic_prefix}-mon"
     settings = kafka_settings.model_copy(update={
-        "app_id": f"{kafka_settings.topic_prefix}-mon-streams", "sink_group": f"{kafka_settings.topic_prefix}-mon-sink",
+        "topic_prefix": tag,  # own topics: this story's events stay out of the other tests' streams
+        "app_id": f"{tag}-streams", "sink_group": f"{tag}-sink",
         "run_dir": run_dir, "metrics_port": free_port(), "kafka_stats_interval_ms": 1000, "log_format": "json",
         "stats_every_events": 200,
     })  # fmt: skip
+    ensure_topics(settings)
     group = start_services(settings, ("streams", "sink"), log_dir=run_dir / "logs")
     scenario = Scenario(events_per_slice=2000, drifts=(Drift("us-east", "amount", 1000, size=2.5),))
     assert produce_events(settings, scenario.events()) == scenario.total_events
