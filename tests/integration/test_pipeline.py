@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 from pydantic import SecretStr
 
 from consumers.sink import ClickHouseSink
-from consumers.store import open_clickhouse, query
+from consumers.store import close_clickhouse, open_clickhouse, query
 from deploy.kafka_util import iter_topic
 from deploy.produce import produce_events
 from deploy.scenarios import Drift, Scenario
@@ -89,19 +89,22 @@ def test_drift_alert_and_dead_letter_end_to_end(pipeline: Settings, tmp_path):
     worker = threading.Thread(target=sink.run, args=(stop,), daemon=True)
     worker.start()
     client = open_clickhouse(sink_settings)
-    deadline = time.monotonic() + 60
-    n_alerts = n_dead = 0
-    while time.monotonic() < deadline and not (n_alerts >= len(alerts) and n_dead >= 2):
-        time.sleep(1)
-        n_alerts = query(client, "SELECT count() FROM drift_alerts FINAL")[1][0][0]
-        n_dead = query(client, "SELECT count() FROM dead_letters FINAL")[1][0][0]
-    stop.set()
-    worker.join(30)
-    assert n_dead == 2
-    on_topic = {ALERT.decode(m.value())["alert_id"] for m in read_all(settings, settings.topics.alerts, lambda g: False, 5)}
-    _, rows = query(client, "SELECT alert_id, count() FROM drift_alerts FINAL GROUP BY alert_id")
-    assert {r[0] for r in rows} == on_topic and all(r[1] == 1 for r in rows), "a replayed alert made a second row"
-    raw = query(client, "SELECT count() FROM drift_alerts")[1][0][0]
-    assert raw >= len(rows)  # duplicates may sit unmerged; FINAL collapses them
-    stat_rows = query(client, "SELECT count() FROM drift_stats FINAL")[1][0][0]
-    assert stat_rows > 0
+    try:  # chdb hosts one data path per process: close it for the tests that follow
+        deadline = time.monotonic() + 60
+        n_alerts = n_dead = 0
+        while time.monotonic() < deadline and not (n_alerts >= len(alerts) and n_dead >= 2):
+            time.sleep(1)
+            n_alerts = query(client, "SELECT count() FROM drift_alerts FINAL")[1][0][0]
+            n_dead = query(client, "SELECT count() FROM dead_letters FINAL")[1][0][0]
+        stop.set()
+        worker.join(30)
+        assert n_dead == 2
+        on_topic = {ALERT.decode(m.value())["alert_id"] for m in read_all(settings, settings.topics.alerts, lambda g: False, 5)}
+        _, rows = query(client, "SELECT alert_id, count() FROM drift_alerts FINAL GROUP BY alert_id")
+        assert {r[0] for r in rows} == on_topic and all(r[1] == 1 for r in rows), "a replayed alert made a second row"
+        raw = query(client, "SELECT count() FROM drift_alerts")[1][0][0]
+        assert raw >= len(rows)  # duplicates may sit unmerged; FINAL collapses them
+        stat_rows = query(client, "SELECT count() FROM drift_stats FINAL")[1][0][0]
+        assert stat_rows > 0
+    finally:
+        close_clickhouse(client)
