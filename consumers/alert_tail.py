@@ -7,7 +7,7 @@ from collections.abc import Callable
 from contextlib import closing
 from typing import Any, TextIO
 
-from deploy.kafka_util import iter_topic
+from deploy.kafka_util import iter_topic, value_decoder
 from schemas.codec import ALERT
 from schemas.settings import Settings
 
@@ -31,7 +31,7 @@ def tail_alerts(
         settings,
         settings.topics.alerts,
         start="beginning" if from_beginning else "end",
-        decode=lambda msg: ALERT.decode(msg.value()),
+        decode=value_decoder(ALERT.decode),
         idle=None if follow else idle_timeout,
         stop=stop,
         on_error=on_error,

@@ -32,7 +32,6 @@ import threading
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +83,7 @@ def to_wire(value: Any) -> Any:
         return {"$t": "map", "v": [[to_wire(k), to_wire(v)] for k, v in value.items()]}
     if isinstance(value, (list, tuple)):
         return [to_wire(v) for v in value]
-    if isinstance(value, (IPv4Address, IPv6Address)):
-        return str(value)
-    return str(value)
+    return str(value)  # IP addresses and the like: their text form
 
 
 _REVIVE = {
@@ -257,7 +254,7 @@ def start_query_server(settings: Settings) -> QueryServer | None:
     try:
         client = open_readonly_embedded(settings)
         return QueryServer(client, path, settings.query_max_rows).start()
-    except DriftError as exc:
+    except (DriftError, OSError) as exc:  # e.g. the socket cannot be bound: the sink runs on without it
         if client is not None:
             client.close()
         log.error("no query socket (driftctl query will not work while this runs): %s", exc)

@@ -28,6 +28,7 @@ from consumers.query_server import start_query_server, stop_query_server
 from consumers.rows import DEAD_LETTERS, TABLES, Row, TableSpec, dead_letter_record, table_for_topic
 from consumers.store import apply_schema, open_clickhouse
 from deploy import metrics
+from deploy.logs import kafka_fields
 from schemas.errors import DriftError
 from schemas.settings import Settings
 
@@ -211,7 +212,7 @@ class ClickHouseSink:
             entry = Entry(spec.table, spec.to_row(record), spec.replay_key(record) if spec.replay_key else None)
         except (DriftError, KeyError, TypeError, ValueError) as exc:
             log.warning("undecodable message at %s[%d]@%d: %s", topic, partition, offset, exc,
-                        extra={"topic": topic, "partition": partition, "offset": offset})  # fmt: skip
+                        extra=kafka_fields(msg))  # fmt: skip
             metrics.DEAD_LETTERS.labels("sink").inc()
             entry = self._dead_letter(msg, exc)
             self.stats.dead_lettered += 1

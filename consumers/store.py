@@ -199,7 +199,8 @@ def query_socket_path(settings: Settings) -> Path | None:
         return None
     if settings.query_socket is not None:
         return Path(settings.query_socket)
-    return target.path.resolve().with_name(target.path.resolve().name + ".sock")
+    data = target.path.resolve()
+    return data.with_name(data.name + ".sock")
 
 
 def open_readonly_embedded(settings: Settings) -> Client:

@@ -441,10 +441,10 @@ def _retrying(fn, *args, attempts: int = 20, wait: float = 0.5):
 
 def _read_topic(settings, topic: str, decode, idle: float = 3.0, timeout: float = 120.0) -> list[dict[str, Any]]:
     """Every record of ``topic`` from the beginning up to its current end (then ``idle`` s quiet)."""
-    from deploy.kafka_util import read_topic
+    from deploy.kafka_util import read_topic, value_decoder
 
     return read_topic(
-        settings, topic, decode=lambda msg: decode(msg.value()), idle=idle, timeout=timeout,
+        settings, topic, decode=value_decoder(decode), idle=idle, timeout=timeout,
         on_error=lambda err: _say(f"  {err}"),
     )  # fmt: skip
 

@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from deploy.kafka_util import end_offsets, iter_topic, read_topic, wait_caught_up
+from deploy.kafka_util import end_offsets, iter_topic, read_topic, value_decoder, wait_caught_up
 from deploy.progress import progress
 from deploy.scenarios import BASE_TIME_MS
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT
-from schemas.errors import SchemaError
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,17 +109,6 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _decoder(codec) -> Callable[[Any], dict[str, Any]]:
-    """``codec`` over a message's value; a tombstone is a SchemaError, which the reader skips."""
-
-    def decode(msg: Any) -> dict[str, Any]:
-        if msg.value() is None:
-            raise SchemaError("a tombstone (no value)")
-        return codec.decode(msg.value())
-
-    return decode
-
-
 def _since(started: float) -> int:
     return int(time.monotonic() - started)
 
@@ -141,8 +129,8 @@ def collect_alerts(
             on_wait(alerts)
         return False
 
-    records = iter_topic(settings, settings.topics.alerts, start=start, decode=_decoder(ALERT), timeout=timeout,
-                         stop=waiting, on_error=log.warning)  # fmt: skip
+    records = iter_topic(settings, settings.topics.alerts, start=start, decode=value_decoder(ALERT.decode),
+                         timeout=timeout, stop=waiting, on_error=log.warning)  # fmt: skip
     with closing(records):
         for alert in records:
             alerts.append(alert)
@@ -167,8 +155,8 @@ def collect_retraining(
     last_change = time.monotonic()
 
     def requests() -> list[dict[str, Any]]:
-        got = read_topic(settings, t.retrain_requests, start=start["requests"], decode=_decoder(RETRAIN_REQUEST),
-                         timeout=30, on_error=log.warning)  # fmt: skip
+        got = read_topic(settings, t.retrain_requests, start=start["requests"],
+                         decode=value_decoder(RETRAIN_REQUEST.decode), timeout=30, on_error=log.warning)  # fmt: skip
         return [r for r in got if r["model"] == model]
 
     def settled() -> bool:
@@ -183,8 +171,9 @@ def collect_retraining(
         last_change = time.monotonic()  # not settled: look at the requests again after a quiet while
         return bool(asked) and asked <= {r["request_id"] for r in results}
 
-    records = iter_topic(settings, t.retrain_results, start=start["results"], decode=_decoder(RETRAIN_RESULT),
-                         timeout=timeout, stop=settled, on_error=log.warning)  # fmt: skip
+    records = iter_topic(settings, t.retrain_results, start=start["results"],
+                         decode=value_decoder(RETRAIN_RESULT.decode), timeout=timeout, stop=settled,
+                         on_error=log.warning)  # fmt: skip
     with closing(records):
         for result in records:
             if result["model"] == model:

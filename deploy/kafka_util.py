@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from typing import Any, NamedTuple
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
+from schemas.errors import InfraError, SchemaError
 from schemas.settings import Settings
 
 
@@ -131,10 +132,6 @@ def iter_topic(
     Consumer errors (not end-of-partition) and records ``decode`` rejects with a
     SchemaError go to ``on_error`` and are skipped.
     """
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError
-
-    from schemas.errors import InfraError, SchemaError
-
     c = _probe(settings)
     try:
         meta = c.list_topics(topic, timeout=10).topics.get(topic)
@@ -190,6 +187,19 @@ def iter_topic(
             yield record
     finally:
         c.close()
+
+
+def value_decoder(decode: Callable[[bytes], Any]) -> Callable[[Any], Any]:
+    """``decode`` over a message's value, for :func:`iter_topic`'s ``decode``: a tombstone
+    (no value) is a SchemaError, which the reader reports and skips."""
+
+    def decode_message(msg: Any) -> Any:
+        value = msg.value()
+        if value is None:
+            raise SchemaError("a tombstone (no value)")
+        return decode(value)
+
+    return decode_message
 
 
 def read_topic(settings: Settings, topic: str, **kwargs: Any) -> list[Any]:

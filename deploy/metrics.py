@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from schemas.codec import ALERT
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -123,19 +123,15 @@ def stats_config(settings: Settings) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-def observe_streams(out: Any, events: int, topic: str, decode_alert: Callable[[bytes], dict] | None = None) -> None:
+def observe_streams(out: Any, events: int, topic: str) -> None:
     """Count one processed batch of the streams worker (``out``: its Outgoing records)."""
-    if decode_alert is None:
-        from schemas.codec import ALERT
-
-        decode_alert = ALERT.decode
     EVENTS.labels(topic).inc(events)
     if out.stats:
         STATS.inc(len(out.stats))
     if out.dead_letters:
         DEAD_LETTERS.labels("streams").inc(len(out.dead_letters))
     for _key, value in out.alerts:  # alerts are rare: decoding them for labels is cheap
-        alert = decode_alert(value)
+        alert = ALERT.decode(value)
         ALERTS.labels(alert["alert_type"], alert["severity"]).inc()
 
 

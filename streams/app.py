@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from deploy import metrics
-from schemas.errors import DriftError
+from schemas.errors import ConfigError, DriftError
 from schemas.settings import Settings
 from streams.config import build_monitor, model_config
 from streams.monitor import STATE_VERSION, Monitor, SliceState
@@ -359,7 +359,9 @@ class StreamsApp:
         from deploy.topics_admin import TopicSpec, create_topics, ensure_topics, partition_counts
 
         ensure_topics(self.settings)
-        self._state_partitions = partition_counts(self.settings).get(self.topic) or self.settings.events_partitions
+        counts = partition_counts(self.settings)
+        self._state_partitions = counts.get(self.topic) or self.settings.events_partitions
+        check_source_partitions(counts, self.topic, self.sources)
         spec = TopicSpec(
             self.state_topic,
             self._state_partitions,
@@ -410,6 +412,25 @@ def read_changelog(
                     del ends[p]
     finally:
         c.close()
+
+
+def check_source_partitions(counts: dict[str, int], events_topic: str, sources: Iterable[str]) -> None:
+    """Users' topics must have as many partitions as the events topic.
+
+    Slices, snapshots and commits go by partition number (the range assignor gives a worker the
+    same numbers of every topic), so a topic with another count would check a slice's state
+    into the wrong changelog partition, or let two workers own one.
+    """
+    expected = counts.get(events_topic)
+    wrong = {t: counts[t] for t in sources if t in counts and expected and counts[t] != expected}
+    if wrong:
+        raise ConfigError(
+            f"source topic(s) {wrong} must have as many partitions as {events_topic} ({expected}): "
+            "slices and checkpoints go by partition number; repartition them or set DRIFT_EVENTS_PARTITIONS"
+        )
+    for t in sources:
+        if t not in counts:
+            log.warning("source topic %s does not exist yet; its partitions will be read once it does", t)
 
 
 def create_app(settings: Settings) -> StreamsApp:

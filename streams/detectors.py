@@ -143,7 +143,7 @@ class PageHinkleyDetector(AdwinDetector):
         super().__init__(calibrate=calibrate)
         self.ph_delta, self.ph_threshold, self.min_instances = delta, threshold, min_instances
         self._adwin = drift.PageHinkley(min_instances=min_instances, delta=delta, threshold=threshold, alpha=1.0)
-        self._run = 0
+        self._run = self._run_at_detection = 0
 
     def update(self, x: float) -> bool:
         if self._n < self.calibrate:
@@ -166,7 +166,7 @@ class PageHinkleyDetector(AdwinDetector):
 
     @property
     def window(self) -> int:
-        return max(getattr(self, "_run_at_detection", 0) or self._run, 1)
+        return max(self._run_at_detection or self._run, 1)
 
     def threshold(self, n_ref: int, n_cur: int, variance: float) -> float:
         """lambda, back in input units."""

@@ -172,13 +172,14 @@ class DetectorPlan:
                         continue  # switched off
                 elif channel == MAIN_CHANNEL[kind]:
                     override = fo
-            key, params = self._spec(channel, override, f"{where}.channels.{channel}" if override is not fo else where)
+            at = where if override is fo else f"{where}.channels.{channel}"
+            key, params = self._spec(channel, override, at)
             warm = base_warm
             if override is not None and override.warmup_events is not None:
                 warm = override.warmup_events
             elif fo is not None and fo.warmup_events is not None:
                 warm = fo.warmup_events
-            out[channel] = (self._proto(key, params, where), warm)
+            out[channel] = (self._proto(key, params, at), warm)
         return out
 
     def _check(self) -> None:

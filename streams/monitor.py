@@ -477,7 +477,7 @@ class Monitor:
                     if f is not None:
                         self._fire(st, g, g.range, f, pos, now_ms, out)
             else:
-                out_of_range = self._out_of_range(g, value)
+                out_of_range = self._learn_range(g, value)
             if not out_of_range:
                 # Welford for the stat interval and the drift-score reference, inlined (hot path)
                 iv.n += 1
@@ -500,9 +500,8 @@ class Monitor:
         if iv.n + iv.missing >= self.config.stats_every_events:
             out.stats.append(self._stat(st, g, pos, now_ms))
 
-    def _out_of_range(self, g: Group, value: float) -> bool:
-        if g.range_ready:
-            return value < g.lo or value > g.hi  # +-inf included
+    def _learn_range(self, g: Group, value: float) -> bool:
+        """Before the range is set: collect ``value`` toward it; True only for +-inf."""
         if math.isinf(value):
             return True
         g.range_seen.append(value)

@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastavro import parse_schema, schemaless_reader
-from fastavro.schema import fingerprint, to_parsing_canonical_form
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.codec import EVENT, MAGIC, _event_time_ms
+from schemas.codec import EVENT, HEADER_LEN, MAGIC, RecordCodec, _event_time_ms
 from schemas.errors import ConfigError, SchemaError
 
 _MISSING = object()
@@ -121,7 +120,7 @@ class Source:
                 raise ConfigError(f"sources[{config.topic}].schema: cannot use {path}: {exc}") from exc
             except Exception as exc:  # fastavro's SchemaParseException and friends
                 raise ConfigError(f"sources[{config.topic}].schema: {path} is not an Avro schema: {exc}") from exc
-            self._fingerprint = bytes.fromhex(fingerprint(to_parsing_canonical_form(self._schema), "CRC-64-AVRO"))
+            self._fingerprint = RecordCodec._fingerprint(self._schema)
         self._id = _getter(config.event_id) if config.event_id else None
         self._time = _getter(config.event_time) if config.event_time else None
         self._time_scale = TIME_UNITS[config.event_time_unit]
@@ -164,14 +163,14 @@ class Source:
         body = value
         framing = self.config.framing
         if framing == "single_object" or (framing == "auto" and value[:2] == MAGIC):
-            if value[:2] != MAGIC or len(value) < 10:
+            if value[:2] != MAGIC or len(value) < HEADER_LEN:
                 raise SchemaError(f"{self.topic}: not Avro single-object encoding (first bytes {value[:10].hex()})")
-            if value[2:10] != self._fingerprint:
+            if value[2:HEADER_LEN] != self._fingerprint:
                 raise SchemaError(
-                    f"{self.topic}: writer schema fingerprint {value[2:10].hex()} is not the configured "
+                    f"{self.topic}: writer schema fingerprint {value[2:HEADER_LEN].hex()} is not the configured "
                     f"schema's {self._fingerprint.hex()}"
                 )
-            body = value[10:]
+            body = value[HEADER_LEN:]
         elif framing == "confluent" or (framing == "auto" and value[:1] == b"\x00" and len(value) > 5):
             body = value[5:]  # magic byte 0 + 4-byte schema registry id; the configured .avsc is the writer
         buf = io.BytesIO(body)
@@ -199,11 +198,11 @@ class Source:
             raw = self._time(rec)
             if raw is _MISSING or raw is None:
                 raise SchemaError(f"{t}: event_time field {self.config.event_time!r} missing")
-            if isinstance(raw, (int, float)) and not isinstance(raw, bool) and self._time_scale != 1.0:
-                raw = int(raw * self._time_scale)
             try:
+                if isinstance(raw, (int, float)) and not isinstance(raw, bool) and self._time_scale != 1.0:
+                    raw = int(raw * self._time_scale)  # NaN and +-inf (JSON allows them) raise here
                 event_time = _event_time_ms(raw)
-            except SchemaError as exc:
+            except (SchemaError, ValueError, OverflowError) as exc:
                 raise SchemaError(f"{t}: {self.config.event_time}: {exc}") from exc
         elif timestamp_ms is not None and timestamp_ms >= 0:
             event_time = timestamp_ms

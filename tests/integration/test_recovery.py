@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from deploy.kafka_util import committed_offsets, end_offsets, read_topic
+from deploy.kafka_util import committed_offsets, end_offsets, read_topic, value_decoder
 from deploy.produce import produce_events
 from deploy.scenarios import Drift, Scenario
 from deploy.services import ServiceGroup, start_services
@@ -100,7 +100,7 @@ def wait_for(predicate, what: str, timeout: float = 30.0, log: Path | None = Non
 def alerts_by_worker(settings: Settings) -> dict[str, list[dict]]:
     topic = settings.topics.alerts
     expected = sum(end_offsets(settings, topic).values())
-    alerts = read_topic(settings, topic, decode=lambda m: ALERT.decode(m.value()), timeout=30)
+    alerts = read_topic(settings, topic, decode=value_decoder(ALERT.decode), timeout=30)
     assert len(alerts) == expected, f"alerts topic not read to its end: {len(alerts)} of {expected}"
     got: dict[str, list[dict]] = {}
     for a in alerts:

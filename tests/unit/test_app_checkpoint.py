@@ -200,3 +200,13 @@ def test_an_alert_makes_the_next_checkpoint_due_at_once():
         assert not app.policy.due(1.0)
     else:
         pytest.fail("no alert")
+
+
+def test_source_topics_must_match_the_events_partitions():
+    from schemas.errors import ConfigError
+    from streams.app import check_source_partitions
+
+    counts = {"drift.events": 3, "payments": 3, "clicks": 6}
+    check_source_partitions(counts, "drift.events", ["payments", "not-created-yet"])
+    with pytest.raises(ConfigError, match=r"'clicks': 6.*drift.events \(3\)"):
+        check_source_partitions(counts, "drift.events", ["payments", "clicks"])
