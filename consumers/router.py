@@ -55,15 +55,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from retrain_jobs.dependency import TIERS
 from schemas.codec import RETRAIN_REQUEST
 from schemas.errors import DriftError
 
 POLICY_VERSION = "router-1"
-TIERS = ("ADAPTER", "MODULE", "FULL")
 SEVERITY_RANK = {"LOW": 1, "MEDIUM": 2, "HIGH": 3}
 FAILED_REASON_PREFIX = "job failed: "  # results whose job crashed are not escalated (retrying is no fix)
-# Rejections more modules cannot fix: the job failed, or the snapshot lacked (holdout) data.
-FINAL_REASON_PREFIXES = (FAILED_REASON_PREFIX, "data:", "holdout:")
+# Rejections more modules cannot fix: the job failed, the snapshot lacked (holdout) data, or
+# another job's promotion kept overtaking it (the slice alerts again after its cooldown).
+FINAL_REASON_PREFIXES = (FAILED_REASON_PREFIX, "data:", "holdout:", "stale parent:")
 REMEMBERED_REQUESTS = 10_000
 REMEMBERED_ALERT_IDS = 100_000
 
@@ -387,8 +388,9 @@ class Router:
         cfg = self.config
         windows: dict[int, tuple[int, int]] = {}  # partition -> (earliest onset, latest window end)
         for a in alerts:
-            lo, hi = windows.get(a["partition"], (onset_offset(a), a["last_offset"]))
-            windows[a["partition"]] = (min(lo, onset_offset(a)), max(hi, a["last_offset"]))
+            onset = onset_offset(a)
+            lo, hi = windows.get(a["partition"], (onset, a["last_offset"]))
+            windows[a["partition"]] = (min(lo, onset), max(hi, a["last_offset"]))
         ranges = []
         for p in sorted(set(end_offsets) | set(windows)):
             end = end_offsets.get(p, 0)
@@ -425,7 +427,7 @@ class Router:
             self._count("gave_up")
             return None
         try:
-            plan = self.planner(old["model"], emitted.alerts, nxt, len(self.slices_seen.get(old["model"], ())) or None)
+            plan = self._plan(old["model"], emitted.alerts, nxt)
         except DriftError as exc:
             self.errors.append(f"no {nxt} plan to escalate {old['request_id']}: {exc}")
             self._count("gave_up")

@@ -9,7 +9,8 @@ produced so far are acknowledged, and never past an alert still waiting in a coa
 (its request is not out yet). A crash replays those alerts; request ids are deterministic, and
 on start the router rebuilds its cooldowns, budget and already-requested alert ids from the
 latest ``router_restore_events`` records per partition of the requests and results topics.
-A message that cannot be decoded is logged and skipped (the dead-letter topic is for events).
+A message that cannot be decoded, or that the policy fails on (logged with its traceback), is
+skipped (the dead-letter topic is for events).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from consumers.router import Router, RouterConfig
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT, STAT, RecordCodec
-from schemas.errors import DriftError
+from schemas.errors import DriftError, SchemaError
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -196,9 +197,12 @@ class RouterService:
             elif topic == self.topics.stats:
                 stat = STAT.decode(msg.value() or b"")
                 self.policy.observe_slice(stat["model"], stat["slice"])
-        except (DriftError, KeyError, TypeError, ValueError) as exc:
+        except SchemaError as exc:
             self.skipped += 1
             log.warning("skipping undecodable message at %s[%d]@%d: %s", topic, partition, offset, exc)
+        except (DriftError, KeyError, TypeError, ValueError):  # a bug or a record the policy cannot take
+            self.skipped += 1
+            log.exception("skipping message at %s[%d]@%d: the policy failed on it", topic, partition, offset)
         self.processed[(topic, partition)] = offset + 1
 
     def _flush_outbox(self) -> bool:

@@ -88,6 +88,7 @@ def _fmt_ms(ms: int) -> str:
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     from retrain_jobs.registry import Registry
+    from schemas.errors import ConfigError
 
     registry = Registry(settings.registry_dir)
     if args.action == "list":
@@ -103,19 +104,16 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
                       f"created={_fmt_ms(m.created_at)} request={m.request_id or '-'}"
                       + (f" {r['metric_name']} {r['metric_before']:.4f}->{r['metric_after']:.4f}" if r else ""))
         return 0
+    if not args.name:
+        raise ConfigError(f"{args.action} needs a model name; models: {', '.join(registry.models()) or 'none'}")
     if args.action == "show":
-        if not args.name:
-            raise SystemExit("driftctl models show: name a model")
-        version = args.version or registry.current_version(args.name)
-        manifest = registry.manifest(args.name, version) if version else None
+        manifest = registry.manifest(args.name, args.version) if args.version else registry.current(args.name)
         if manifest is None:
             print(f"model {args.name!r} has no current version", file=sys.stderr)
             return 1
         print(manifest.to_json())
         return 0
     # rollback
-    if not args.name:
-        raise SystemExit("driftctl models rollback: name a model")
     old, new = registry.rollback(args.name, args.to)
     record = rollback_result(registry, args.name, old, new)
     print(f"{args.name}: rolled back {old} -> {new}", file=sys.stderr)
@@ -127,31 +125,20 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 def rollback_result(registry: Any, model: str, old: str, new: str) -> dict[str, Any]:
     """A RetrainResult with decision ROLLED_BACK, so rollbacks land next to the jobs' results."""
-    from schemas.codec import RETRAIN_RESULT
+    from retrain_jobs.result import retrain_result
 
     target = registry.manifest(model, new)
-    return {
-        "schema_version": RETRAIN_RESULT.version,
-        "request_id": f"rollback:{model}:{old}->{new}:{uuid.uuid4().hex[:8]}",
-        "model": model,
-        "new_version": new,
-        "parent_version": old,
-        "tier": registry.manifest(model, old).tier or "FULL",
-        "slices": [],
-        "modules_updated": [],
-        "params_updated": 0,
-        "params_total": sum(int(x["params"]) for x in target.modules.values()),
-        "train_seconds": 0.0,
-        "metric_name": "",
-        "metric_before": math.nan,
-        "metric_after": math.nan,
-        "other_slices_max_regression": 0.0,
-        "latency_ms": None,
-        "decision": "ROLLED_BACK",
-        "reason": f"manual rollback from {old} to {new}",
-        "artifact_uri": registry.artifact_uri(model, new),
-        "finished_at": int(time.time() * 1000),
-    }
+    request = {"request_id": f"rollback:{model}:{old}->{new}:{uuid.uuid4().hex[:8]}", "model": model,
+               "tier": registry.manifest(model, old).tier or "FULL"}
+    return retrain_result(
+        request,
+        new_version=new,
+        parent_version=old,
+        params_total=sum(int(x["params"]) for x in target.modules.values()),
+        decision="ROLLED_BACK",
+        reason=f"manual rollback from {old} to {new}",
+        artifact_uri=registry.artifact_uri(model, new),
+    )
 
 
 def _publish(settings: Settings, record: dict[str, Any]) -> None:

@@ -87,7 +87,6 @@ def _run(settings: Settings, sc: RetrainScenario, quick: bool, out: TextIO, bar:
 
     train, val, hold = split_events(post, settings.retrain_holdout_share, settings.retrain_val_share,
                                     settings.retrain_seed)
-    before = per_slice(base, hold, metric)
     manifest_like = {"modules": {n: s.to_dict() for n, s in base.module_specs().items()}}
     alert = {"model": sc.model, "slice": sc.drifted, "feature": None, "alert_type": "PERFORMANCE_DRIFT"}
     p = plan(manifest_like, [alert], broad_share=settings.router_broad_fraction,
@@ -108,10 +107,11 @@ def _run(settings: Settings, sc: RetrainScenario, quick: bool, out: TextIO, bar:
     say(f"full retrain: {fst.epochs} epochs, {fst.train_seconds:.2f} s, {fst.params_updated} parameters")
     phase(3)
 
-    after_sel, after_full = per_slice(selective, hold, metric), per_slice(full, hold, metric)
+    verdict = gate(base, selective, hold, list(p.slices), settings)  # measures every slice before and after
+    before, after_sel = verdict.slices_before, verdict.slices_after
+    after_full = per_slice(full, hold, metric)
     d = sc.drifted
     untouched = [s for s in before if s not in in_slice]
-    verdict = gate(base, selective, hold, list(p.slices), settings)
     higher_better = METRICS[metric][1]
     denom = after_full[d] - before[d]
     result = {

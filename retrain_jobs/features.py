@@ -99,10 +99,10 @@ class Preprocessor:
         if groups:
             grouped = {g: list(fs) for g, fs in groups.items()}
             known = set(numeric) | set(categorical)
-            unknown = sorted({f for fs in grouped.values() for f in fs} - known)
+            covered = {f for fs in grouped.values() for f in fs}
+            unknown = sorted(covered - known)
             if unknown:
                 raise ConfigError(f"groups name unknown features {unknown}; known: {sorted(known)}")
-            covered = {f for fs in grouped.values() for f in fs}
             for f in sorted(known - covered):
                 grouped[f] = [f]
         else:
@@ -168,7 +168,7 @@ def binary_labels(events: Iterable[Mapping[str, Any]]) -> torch.Tensor:
     out = []
     for e in events:
         y = e.get("label")
-        if y is None or (isinstance(y, float) and math.isnan(y)) or float(y) not in (0.0, 1.0):
+        if _is_missing(y) or float(y) not in (0.0, 1.0):
             raise DataError(f"event {e.get('event_id')!r}: label {y!r} is not 0 or 1 (binary labels only)")
         out.append(float(y))
     return torch.tensor(out, dtype=torch.float32)

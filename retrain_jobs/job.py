@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,17 +25,13 @@ from retrain_jobs.dependency import ALL_MODULES
 from retrain_jobs.features import DataError
 from retrain_jobs.model import model_class
 from retrain_jobs.registry import Manifest, Registry, RegistryError
+from retrain_jobs.result import retrain_result
 from retrain_jobs.selective import TrainConfig, gate, per_slice, split_events, update
-from schemas.codec import RETRAIN_RESULT
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 MIN_REFERENCE_EVENTS = 50
 MAX_REBASES = 2
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def retrain_settings(settings: Settings) -> dict[str, Any]:
@@ -87,31 +82,18 @@ def bootstrap(
     return manifest
 
 
-def _result(request: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
-    base = {
-        "schema_version": RETRAIN_RESULT.version,
-        "request_id": request["request_id"],
-        "model": request["model"],
-        "new_version": None,
-        "parent_version": None,
-        "tier": request["tier"],
-        "slices": list(request.get("slices") or []),
-        "modules_updated": [],
-        "params_updated": 0,
-        "params_total": 0,
-        "train_seconds": 0.0,
-        "metric_name": "",
-        "metric_before": float("nan"),
-        "metric_after": float("nan"),
-        "other_slices_max_regression": 0.0,
-        "latency_ms": None,
-        "decision": "REJECTED",
-        "reason": "",
-        "artifact_uri": None,
-        "finished_at": _now_ms(),
-    }
-    base.update(fields)
-    return base
+def bootstrap_for(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]], registry: Registry,
+                  settings: Settings, snapshot: dict[str, Any]) -> None:
+    """:func:`bootstrap` the request's model, unless another job bootstrapped it first (its
+    promotion then fails the compare-and-swap and that version is used)."""
+    model = request["model"]
+    try:
+        bootstrap(model, events, registry, settings, snapshot=snapshot,
+                  request_id=f"bootstrap:{request['request_id']}")
+    except RegistryError:
+        if registry.current(model) is None:
+            raise
+        log.info("%s: another job bootstrapped it first; using that version", model)
 
 
 def _finish_saved(registry: Registry, manifest: Manifest) -> dict[str, Any]:
@@ -164,13 +146,7 @@ def run_job(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]], reg
             if len(reference) < MIN_REFERENCE_EVENTS:  # only the alerted slices: their earliest half
                 ordered = sorted(train + val, key=lambda e: (e["event_time"], e["event_id"]))
                 reference = ordered[: len(ordered) // 2]
-            try:
-                bootstrap(model, reference, registry, settings, snapshot=dict(snapshot),
-                          request_id=f"bootstrap:{rid}")
-            except RegistryError:
-                if registry.current(model) is None:
-                    raise
-                log.info("%s: another job bootstrapped it first; using that version", model)
+            bootstrap_for(request, reference, registry, settings, dict(snapshot))
         if request["tier"] == "FULL":
             train_t, val_t = train, val
         else:
@@ -189,11 +165,11 @@ def run_job(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]], reg
                 break
             log.info("%s: current moved from %s while job %s ran; redoing it", model, manifest.version, rid)
     except DataError as exc:
-        result = _result(request, metric_name=metric, reason=f"data: {exc}")
+        result = retrain_result(request, metric_name=metric, reason=f"data: {exc}")
         registry.record_decision(model, rid, result)
         return result
 
-    result = _result(
+    result = retrain_result(
         request,
         parent_version=manifest.version,
         slices=slices,

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from retrain_jobs.model import class_path, model_class
+from retrain_jobs.model import class_path, count_params, model_class
 from schemas.errors import ConfigError, DriftError
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -222,7 +222,7 @@ class Registry:
                 modules={
                     n: {
                         **specs[n].to_dict(),
-                        "params": sum(p.numel() for p in mods[n].parameters()),
+                        "params": count_params(mods, [n]),
                         "sha256": module_digest(hashes[n]),
                     }
                     for n in mods

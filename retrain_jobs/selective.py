@@ -17,16 +17,18 @@ import hashlib
 import math
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from torch import nn
 
 from retrain_jobs.features import DataError, binary_labels
+from retrain_jobs.model import count_params
 from retrain_jobs.registry import module_hashes
 from schemas.errors import DriftError
 from schemas.settings import Settings
@@ -68,16 +70,7 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     pos, neg = int(y.sum()), int(len(y) - y.sum())
     if pos == 0 or neg == 0:
         return 0.5
-    order = np.argsort(p, kind="mergesort")
-    ranks = np.empty(len(p))
-    sp = p[order]
-    i = 0
-    while i < len(sp):
-        j = i
-        while j + 1 < len(sp) and sp[j + 1] == sp[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    ranks = rankdata(p)  # ties get their average rank
     return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
@@ -222,8 +215,8 @@ def update(
         raise IntegrityError(f"frozen module(s) {changed} changed during the update of {sorted(targets)}")
     return UpdateStats(
         modules=sorted(targets),
-        params_updated=sum(p.numel() for p in params),
-        params_total=sum(p.numel() for m in mods.values() for p in m.parameters()),
+        params_updated=count_params(mods, targets),
+        params_total=count_params(mods),
         train_seconds=seconds,
         epochs=epochs,
         best_val_loss=best,
@@ -295,14 +288,14 @@ def gate(
     ``retrain_tolerance``, one batch scores within ``retrain_latency_budget_ms``."""
     metric = settings.retrain_metric
     b, a = per_slice(before_net, holdout, metric), per_slice(after_net, holdout, metric)
-    target_events = [e for e in holdout if e["slice"] in set(slices)]
+    gains = {s: gain(metric, b[s], a[s]) for s in b}
+    wanted = set(slices)
+    target_events = [e for e in holdout if e["slice"] in wanted]
     m_before, m_after = pooled(before_net, target_events, metric), pooled(after_net, target_events, metric)
-    others = [s for s in b if s not in set(slices)]
-    regression = max((-gain(metric, b[s], a[s]) for s in others), default=0.0) + 0.0  # no -0.0
+    others = [s for s in b if s not in wanted]
+    regression = max((-gains[s] for s in others), default=0.0) + 0.0  # no -0.0
     lat = latency_ms(after_net, holdout, settings.retrain_latency_batch)
-    counts = defaultdict(int)
-    for e in target_events:
-        counts[e["slice"]] += 1
+    counts = Counter(e["slice"] for e in target_events)
     failures = []
     thin = [s for s in slices if counts[s] < settings.retrain_min_slice_events]
     if thin:
@@ -310,14 +303,14 @@ def gate(
             f"holdout: slices {thin} have fewer than {settings.retrain_min_slice_events} labelled holdout events"
         )
     else:
-        weak = {s: gain(metric, b[s], a[s]) for s in slices if gain(metric, b[s], a[s]) < settings.retrain_min_gain}
+        weak = {s: gains[s] for s in slices if gains[s] < settings.retrain_min_gain}
         if weak:
             failures.append(
                 "min_gain: " + ", ".join(f"{s} {metric} gain {g:+.4f}" for s, g in sorted(weak.items()))
                 + f" < {settings.retrain_min_gain}"
             )
     if regression > settings.retrain_tolerance:
-        worst = max(others, key=lambda s: -gain(metric, b[s], a[s]))
+        worst = max(others, key=lambda s: -gains[s])
         failures.append(f"tolerance: slice {worst} {metric} worse by {regression:.4f} > {settings.retrain_tolerance}")
     if lat > settings.retrain_latency_budget_ms:
         failures.append(f"latency: {lat:.1f} ms per {settings.retrain_latency_batch} events > "

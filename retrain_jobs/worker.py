@@ -35,6 +35,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumers.router import FAILED_REASON_PREFIX
+from retrain_jobs.dependency import TIERS
+from retrain_jobs.result import retrain_result
 from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
 from schemas.errors import DriftError, InfraError
 from schemas.settings import Settings
@@ -51,35 +53,16 @@ RunJob = Callable[[dict, list[dict], Any, Settings], dict]
 Bootstrap = Callable[[Settings, dict, Any, ReadSnapshot], None]
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def failed_result(request: dict[str, Any], reason: str, seconds: float = 0.0) -> dict[str, Any]:
-    """A REJECTED RetrainResult for a request whose job could not run."""
-    nan = math.nan
-    return {
-        "schema_version": RETRAIN_RESULT.version,
+    """A REJECTED RetrainResult for a request whose job could not run (the request may be partial)."""
+    known = {
         "request_id": request.get("request_id") or "",
         "model": request.get("model") or "",
-        "new_version": None,
-        "parent_version": None,
-        "tier": request.get("tier") if request.get("tier") in ("ADAPTER", "MODULE", "FULL") else "ADAPTER",
-        "slices": list(request.get("slices") or []),
-        "modules_updated": [],
-        "params_updated": 0,
-        "params_total": 0,
-        "train_seconds": float(seconds),
-        "metric_name": "",
-        "metric_before": nan,
-        "metric_after": nan,
-        "other_slices_max_regression": nan,
-        "latency_ms": None,
-        "decision": "REJECTED",
-        "reason": FAILED_REASON_PREFIX + reason,
-        "artifact_uri": None,
-        "finished_at": now_ms(),
+        "tier": request.get("tier") if request.get("tier") in TIERS else "ADAPTER",
+        "slices": request.get("slices"),
     }
+    return retrain_result(known, train_seconds=float(seconds), other_slices_max_regression=math.nan,
+                          reason=FAILED_REASON_PREFIX + reason)
 
 
 def bootstrap_from_reference(settings: Settings, request: dict, registry: Any, read_snapshot: ReadSnapshot) -> None:
@@ -91,21 +74,15 @@ def bootstrap_from_reference(settings: Settings, request: dict, registry: Any, r
     labelled reference data, ``run_job`` falls back to bootstrapping on the snapshot itself.
     """
     from retrain_jobs.features import DataError
-    from retrain_jobs.job import bootstrap
-    from retrain_jobs.registry import RegistryError
+    from retrain_jobs.job import bootstrap_for
     from retrain_jobs.snapshot import reference_snapshot
 
     reference = reference_snapshot(settings, request["snapshot"], settings.retrain_bootstrap_events)
     events = read_snapshot(settings, reference)
     try:
-        bootstrap(request["model"], events, registry, settings, snapshot=reference,
-                  request_id=f"bootstrap:{request['request_id']}")
+        bootstrap_for(request, events, registry, settings, reference)
     except DataError as exc:
         log.info("no reference data to bootstrap %s from (%s); the job uses its snapshot", request["model"], exc)
-    except RegistryError:
-        if registry.current(request["model"]) is None:
-            raise
-        log.info("%s: another worker bootstrapped it first; using that version", request["model"])
 
 
 class HungJobError(DriftError):
@@ -288,9 +265,7 @@ class RetrainWorker:
         self._pause(True)
         log.info("request %s: %s %s of %s on %s", job.request.get("request_id"), job.request.get("tier"),
                  job.request.get("modules"), job.request.get("model"), job.request.get("slices"))  # fmt: skip
-        if job.result is None:
-            job.future = self._executor.submit(self.compute, job.request)
-        self._advance()
+        self._advance()  # starts the job
 
     def _job_ready(self) -> bool:
         job = self.job

@@ -102,3 +102,6 @@ def test_cli_models_list_show_rollback(tmp_path, capsys, monkeypatch):
     from schemas.codec import RETRAIN_RESULT
 
     assert RETRAIN_RESULT.decode(RETRAIN_RESULT.encode(record))["decision"] == "ROLLED_BACK"
+    assert record["tier"] == "ADAPTER" and record["parent_version"] == "v0002" and record["slices"] == []
+    assert main(["models", "rollback"]) == 2, "a missing name is a DriftError, not a SystemExit"
+    assert "rollback needs a model name; models: m" in capsys.readouterr().err
