@@ -50,7 +50,7 @@ def read_snapshot(settings: Settings, snapshot: Mapping[str, Any], timeout: floa
     if not wanted:
         return []
     consumer = _consumer(settings)
-    events: list[dict] = []
+    by_partition: dict[int, list[dict]] = {}  # fetches interleave partitions in no fixed order
     skipped = 0
     try:
         for p, (start, end) in list(wanted.items()):  # a range past the end would never finish
@@ -69,7 +69,7 @@ def read_snapshot(settings: Settings, snapshot: Mapping[str, Any], timeout: floa
             if time.monotonic() > deadline:
                 raise InfraError(
                     f"snapshot of {topic}: partitions {sorted(pending)} not read to their end offsets within "
-                    f"{timeout:.0f}s ({len(events)} events so far)"
+                    f"{timeout:.0f}s ({sum(map(len, by_partition.values()))} events so far)"
                 )
             for msg in consumer.consume(num_messages=1000, timeout=0.5):
                 p = msg.partition()
@@ -94,14 +94,14 @@ def read_snapshot(settings: Settings, snapshot: Mapping[str, Any], timeout: floa
                         log.debug("snapshot %s[%d]@%d skipped: %s", topic, p, off, exc)
                     else:
                         if not snapshot.get("labelled_only", True) or event.get("label") is not None:
-                            events.append(event)
+                            by_partition.setdefault(p, []).append(event)
                 if off >= end - 1:
                     pending.discard(p)
     finally:
         consumer.close()
     if skipped:
         log.warning("snapshot of %s: skipped %d undecodable message(s)", topic, skipped)
-    return events
+    return [e for p in sorted(by_partition) for e in by_partition[p]]  # partition then offset order: reproducible
 
 
 def latest_ranges(settings: Settings, topic: str, max_events_per_partition: int | None = None) -> list[dict]:
