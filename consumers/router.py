@@ -127,6 +127,12 @@ def tier_rank(tier: str) -> int:
     return TIERS.index(tier)
 
 
+def request_key(request: Mapping[str, Any]) -> bytes:
+    """Kafka key of a RetrainRequest: model and slices. A slice's requests (and escalations) stay
+    in order on one partition; other slices of the same model can run on other workers."""
+    return f"{request['model']}/{','.join(sorted(request['slices']))}".encode()
+
+
 def request_id_for(model: str, slices: Iterable[str], tier: str, alert_ids: Iterable[str]) -> str:
     """Deterministic id: the same alerts, slices and tier always make the same request."""
     raw = "\x1f".join([model, ",".join(sorted(slices)), tier, ",".join(sorted(alert_ids))])

@@ -2,7 +2,7 @@
 
 Reads alerts (to route), retrain results (to free budget and escalate) and drift stats (to
 know each model's slices) in one consumer group (``router_group``), feeds them to the pure
-:class:`consumers.router.Router`, and produces the RetrainRequests it emits (key = model).
+:class:`consumers.router.Router`, and produces the RetrainRequests it emits (key: :func:`consumers.router.request_key`).
 
 At-least-once, like every consumer here: offsets are committed only after the requests
 produced so far are acknowledged, and never past an alert still waiting in a coalesce group
@@ -23,7 +23,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from consumers.router import Router, RouterConfig
+from consumers.router import Router, RouterConfig, request_key
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT, STAT, RecordCodec
 from schemas.errors import DriftError, SchemaError
 from schemas.settings import Settings
@@ -217,7 +217,7 @@ class RouterService:
 
         for req in self.outbox:
             self.producer.produce(
-                self.topics.retrain_requests, key=req["model"].encode(), value=RETRAIN_REQUEST.encode(req),
+                self.topics.retrain_requests, key=request_key(req), value=RETRAIN_REQUEST.encode(req),
                 on_delivery=on_delivery,
             )  # fmt: skip
         left = self.producer.flush(PUBLISH_TIMEOUT)

@@ -96,14 +96,25 @@ def bootstrap_for(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]
         log.info("%s: another job bootstrapped it first; using that version", model)
 
 
-def _finish_saved(registry: Registry, manifest: Manifest) -> dict[str, Any]:
-    """A version was saved for this request but the job stopped before recording a decision."""
-    result = dict(manifest.result or {})
+def _promote_saved(registry: Registry, manifest: Manifest) -> dict[str, Any] | None:
+    """Promote a saved version (compare-and-swap on its parent) and record the decision; its
+    result, or None when another job's promotion came first."""
     try:
         registry.promote(manifest.model, manifest.version, expect_current=manifest.parent_version)
-    except RegistryError as exc:
-        result.update(decision="REJECTED", reason=f"stale parent: {exc}")
-    registry.record_decision(manifest.model, manifest.result["request_id"], result)
+    except RegistryError:
+        return None
+    result = dict(manifest.result or {})
+    registry.record_decision(manifest.model, result["request_id"], result)
+    return result
+
+
+def _finish_saved(registry: Registry, manifest: Manifest) -> dict[str, Any]:
+    """A version was saved for this request but the job stopped before recording a decision."""
+    result = _promote_saved(registry, manifest)
+    if result is None:
+        result = {**(manifest.result or {}), "decision": "REJECTED",
+                  "reason": f"stale parent: current moved away from {manifest.parent_version} before the promotion"}
+        registry.record_decision(manifest.model, result["request_id"], result)
     return result
 
 
@@ -152,7 +163,7 @@ def run_job(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]], reg
         else:
             train_t = [e for e in train if e["slice"] in slices]
             val_t = [e for e in val if e["slice"] in slices]
-        for _attempt in range(MAX_REBASES + 1):  # another job promoted meanwhile: redo on its version
+        for attempt in range(MAX_REBASES + 1):  # another job promoted meanwhile: redo on its version
             net, manifest = registry.load(model)
             before_net = copy.deepcopy(net)
             targets = _resolve_targets(net, list(request.get("modules") or []), slices)
@@ -161,35 +172,47 @@ def run_job(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]], reg
             stats = update(net, targets, train_t, val_t, TrainConfig.incremental(settings))
             net.eval()
             verdict = gate(before_net, net, hold, slices, settings)
-            if registry.current_version(model) == manifest.version:
+            result = retrain_result(
+                request,
+                parent_version=manifest.version,
+                slices=slices,
+                modules_updated=stats.modules,
+                params_updated=stats.params_updated,
+                params_total=stats.params_total,
+                train_seconds=stats.train_seconds,
+                metric_name=metric,
+                metric_before=verdict.metric_before,
+                metric_after=verdict.metric_after,
+                other_slices_max_regression=verdict.other_slices_max_regression,
+                latency_ms=verdict.latency_ms,
+                decision="PROMOTED" if verdict.passed else "REJECTED",
+                reason=verdict.reason,
+            )
+            if registry.current_version(model) != manifest.version:
+                log.info("%s: current moved from %s while job %s ran; redoing it (attempt %d)",
+                         model, manifest.version, rid, attempt + 2)
+                continue
+            if not verdict.passed:
                 break
-            log.info("%s: current moved from %s while job %s ran; redoing it", model, manifest.version, rid)
+            promoted = _promote_saved(registry, _save(registry, request, net, manifest, snapshot, stats, verdict,
+                                                      result, settings))
+            if promoted is not None:
+                return promoted
+            log.info("%s: another job promoted first; redoing %s on the new current version", model, rid)
+        else:
+            result.update(decision="REJECTED", new_version=None, artifact_uri=None,
+                          reason=f"stale parent: the current version moved {MAX_REBASES + 1} times while it ran")
     except DataError as exc:
         result = retrain_result(request, metric_name=metric, reason=f"data: {exc}")
-        registry.record_decision(model, rid, result)
-        return result
+    registry.record_decision(model, rid, result)
+    return result
 
-    result = retrain_result(
-        request,
-        parent_version=manifest.version,
-        slices=slices,
-        modules_updated=stats.modules,
-        params_updated=stats.params_updated,
-        params_total=stats.params_total,
-        train_seconds=stats.train_seconds,
-        metric_name=metric,
-        metric_before=verdict.metric_before,
-        metric_after=verdict.metric_after,
-        other_slices_max_regression=verdict.other_slices_max_regression,
-        latency_ms=verdict.latency_ms,
-        decision="PROMOTED" if verdict.passed else "REJECTED",
-        reason=verdict.reason,
-    )
-    if not verdict.passed:
-        registry.record_decision(model, rid, result)
-        return result
+
+def _save(registry: Registry, request: Mapping[str, Any], net: Any, parent: Manifest, snapshot: Mapping[str, Any],
+          stats: Any, verdict: Any, result: dict[str, Any], settings: Settings) -> Manifest:
+    """Save the gate-passed update as a new (not yet promoted) version carrying its result."""
     metrics = {
-        "metric_name": metric,
+        "metric_name": settings.retrain_metric,
         "holdout_before": verdict.slices_before,
         "holdout": verdict.slices_after,
         "train_events": stats.train_events,
@@ -197,10 +220,9 @@ def run_job(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]], reg
         "cached_embeddings": stats.cached_embeddings,
         "train_seconds": stats.train_seconds,
     }
-    new = registry.save(
-        model, net, parent_version=manifest.version, request_id=rid, snapshot=dict(snapshot),
-        seeds={"split": settings.retrain_seed, "torch": settings.retrain_seed}, metrics=metrics,
-        settings=retrain_settings(settings), tier=request["tier"], modules_updated=stats.modules,
+    return registry.save(
+        parent.model, net, parent_version=parent.version, request_id=request["request_id"],
+        snapshot=dict(snapshot), seeds={"split": settings.retrain_seed, "torch": settings.retrain_seed},
+        metrics=metrics, settings=retrain_settings(settings), tier=request["tier"], modules_updated=stats.modules,
         result=result,
     )
-    return _finish_saved(registry, new)

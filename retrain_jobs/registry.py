@@ -173,7 +173,8 @@ class Registry:
         return net, manifest
 
     def find_request(self, model: str, request_id: str) -> Manifest | None:
-        return next((m for m in self.versions(model) if m.request_id == request_id), None)
+        """The newest version saved for ``request_id`` (a job that lost a promotion race saves again)."""
+        return next((m for m in reversed(self.versions(model)) if m.request_id == request_id), None)
 
     def decision(self, model: str, request_id: str) -> dict[str, Any] | None:
         path = self._dir(model) / "decisions" / f"{_safe_file(request_id)}.json"

@@ -1,8 +1,11 @@
 """The retrain worker: RetrainRequests in, RetrainResults out (``python -m deploy.services retrain``).
 
 One confluent-kafka consumer group (``retrain_group``); more workers, more parallel jobs.
-Requests are keyed by model, so one model's requests land on one partition and run one after
-the other (no two jobs promote versions of the same model at once).
+Requests are keyed by model and slices (:func:`consumers.router.request_key`): the requests of
+one slice (a request and its escalations) run in order on one partition, while different
+slices of the same model spread over partitions and run in parallel. Two jobs of one model
+may then race to promote; the loser redoes its update on the winner's version
+(:func:`retrain_jobs.job.run_job`), so neither update is lost.
 
 Per request: decode -> :func:`retrain_jobs.snapshot.read_snapshot` -> :func:`retrain_jobs.job.run_job`
 -> publish the RetrainResult (key = model) and wait for the broker's ack -> commit the request's

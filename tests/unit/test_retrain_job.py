@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from retrain_jobs.job import bootstrap, run_job
-from retrain_jobs.registry import Registry
+from retrain_jobs.registry import Registry, RegistryError
 from retrain_jobs.scenario import RetrainScenario
 from schemas.codec import RETRAIN_RESULT
 from schemas.settings import load_settings
@@ -117,3 +117,39 @@ def test_a_job_overtaken_by_another_promotion_redoes_itself_on_the_new_version(r
     other = registry.manifest("m", "v0002")
     assert newest.modules["adapter.s2"]["sha256"] == other.modules["adapter.s2"]["sha256"]  # nothing lost
     assert len(calls) == 3  # first attempt, the other job, the redo
+
+
+def test_a_job_that_loses_the_promotion_race_redoes_its_update_on_the_winner(registry, monkeypatch):
+    """Two workers, two slices of one model: the one that promotes second rebases instead of
+    rejecting, so both slices' updates end up in the current version."""
+    other = run_job(request("r-other", modules=("adapter.s2",), slices=("s2",)), POST, registry, SETTINGS)
+    assert other["new_version"] == "v0002"
+    registry.promote("m", "v0001")  # as if r-other had not landed yet when r-late loaded its parent
+    real_promote = Registry.promote
+    raced = []
+
+    def promote_after_the_other(self, model, version, **kw):
+        if not raced:  # the other worker's promotion lands just before ours
+            raced.append(version)
+            real_promote(self, model, "v0002")
+        return real_promote(self, model, version, **kw)
+
+    monkeypatch.setattr(Registry, "promote", promote_after_the_other)
+    result = run_job(request("r-late"), POST, registry, SETTINGS)
+    assert result["decision"] == "PROMOTED", result["reason"]
+    assert raced == ["v0003"] and result["parent_version"] == "v0002" and result["new_version"] == "v0004"
+    current = registry.manifest("m", registry.current_version("m"))
+    v1 = registry.manifest("m", "v0001")
+    moved = {n for n in v1.modules if v1.modules[n]["sha256"] != current.modules[n]["sha256"]}
+    assert moved == {"adapter.s1", "adapter.s2"}, "the winner's update is kept, ours is redone on top"
+    assert registry.find_request("m", "r-late").version == "v0004"
+
+
+def test_a_job_that_always_loses_the_race_is_rejected_as_stale(registry, monkeypatch):
+    def always_moved(self, model, version, **kw):
+        raise RegistryError(f"{model}: current version moved")
+
+    monkeypatch.setattr(Registry, "promote", always_moved)
+    result = run_job(request("r-stale"), POST, registry, SETTINGS)
+    assert result["decision"] == "REJECTED" and result["reason"].startswith("stale parent")
+    assert result["new_version"] is None and registry.decision("m", "r-stale") == result

@@ -52,7 +52,7 @@ def test_requests_are_acknowledged_before_offsets_and_pending_alerts_hold_the_co
     svc._last_commit = -1e9
     svc.step()
     ((topic, key, req),) = producer.delivered
-    assert topic == T.retrain_requests and key == b"m" and req["slices"] == ["eu"] and req["tier"] == "ADAPTER"
+    assert topic == T.retrain_requests and key == b"m/eu" and req["slices"] == ["eu"] and req["tier"] == "ADAPTER"
     assert req["modules"] == ["adapter.eu"]
     assert log[-2:] == ["ack", "commit"] and commit_dict(consumer.commits[-1]) == {(T.alerts, 0): 9}
 
