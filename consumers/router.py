@@ -34,7 +34,8 @@ cut, the events topic's current end offsets; the Kafka service around it is
 7. **Determinism.** ``request_id`` hashes model, sorted slices, tier and sorted alert ids: a
    replay of the same alerts after a crash makes the same id, and the job (idempotent per
    request_id) the same decision. After a restart, :meth:`Router.restore` rebuilds cooldowns,
-   in-flight slots and the requested alert ids from the requests and results topics.
+   in-flight slots and the requested alert ids from the requests and results topics, and
+   what it needs to escalate a request from the alerts topic.
 
 The snapshot of a request: the events topic; for every partition holding an alert window, the
 range from the estimated onset of the change (the window's current part counted back from its
@@ -271,16 +272,28 @@ class Router:
             self._count("expired")
         return late
 
-    def restore(self, requests: Iterable[Request], results: Iterable[Mapping[str, Any]], now: float) -> None:
+    def restore(self, requests: Iterable[Request], results: Iterable[Mapping[str, Any]], now: float,
+                alerts: Iterable[Alert] = ()) -> None:
         """Rebuild cooldowns, in-flight slots and requested alert ids from the topics after a restart.
 
         Requests older than the in-flight timeout hold no slot; their alerts still count as
-        requested. Escalation of a restored request is possible only with its alerts, which
-        the request does not carry, so restored rejections are final.
+        requested. A request whose alerts are all among ``alerts`` (the alerts topic's recent
+        records) can be escalated again: the requests on the same alert ids form its chain,
+        oldest first, which gives its root and its escalation count. One whose alerts are gone
+        is not escalated.
         """
         done = {r["request_id"] for r in results}
+        by_id = {a["alert_id"]: a for a in alerts}
+        chains: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         for req in sorted(requests, key=lambda r: r["created_at"]):
             created = req["created_at"] / 1000.0
+            chain = chains.setdefault((req["model"], tuple(sorted(req["alert_ids"]))), [])
+            if req["request_id"] not in chain:
+                chain.append(req["request_id"])
+            if all(aid in by_id for aid in req["alert_ids"]):
+                self.emitted[req["request_id"]] = Emitted(
+                    req, [by_id[aid] for aid in req["alert_ids"]], chain[0], chain.index(req["request_id"]))
+                self.emitted.move_to_end(req["request_id"])
             for aid in req["alert_ids"]:
                 self._remember_alert(aid)
             for s in req["slices"]:
@@ -292,6 +305,8 @@ class Router:
                 self.in_flight[req["request_id"]] = deadline
                 for s in req["slices"]:
                     self.busy_slices[(req["model"], s)] = req["request_id"]
+        while len(self.emitted) > REMEMBERED_REQUESTS:
+            self.emitted.popitem(last=False)
 
     def forget(self, partitions: set[tuple[str, int]]) -> int:
         """Drop pending alerts read from partitions this router no longer owns (their new owner

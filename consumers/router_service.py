@@ -2,13 +2,15 @@
 
 Reads alerts (to route), retrain results (to free budget and escalate) and drift stats (to
 know each model's slices) in one consumer group (``router_group``), feeds them to the pure
-:class:`consumers.router.Router`, and produces the RetrainRequests it emits (key: :func:`consumers.router.request_key`).
+:class:`consumers.router.Router`, and produces the RetrainRequests it emits (keyed by
+:func:`consumers.router.request_key`).
 
 At-least-once, like every consumer here: offsets are committed only after the requests
 produced so far are acknowledged, and never past an alert still waiting in a coalesce group
 (its request is not out yet). A crash replays those alerts; request ids are deterministic, and
 on start the router rebuilds its cooldowns, budget and already-requested alert ids from the
-latest ``router_restore_events`` records per partition of the requests and results topics.
+latest ``router_restore_events`` records per partition of the requests and results topics (and
+of the alerts topic, so a restored request can still be escalated).
 A message that cannot be decoded, or that the policy fails on (logged with its traceback), is
 skipped (the dead-letter topic is for events).
 """
@@ -157,9 +159,10 @@ class RouterService:
         n = self.settings.router_restore_events
         requests = read_tail(self.settings, self.topics.retrain_requests, RETRAIN_REQUEST, n)
         results = read_tail(self.settings, self.topics.retrain_results, RETRAIN_RESULT, n)
-        self.policy.restore(requests, results, self.clock())
-        log.info("restored from %d requests and %d results: %d in flight", len(requests), len(results),
-                 len(self.policy.in_flight))  # fmt: skip
+        alerts = read_tail(self.settings, self.topics.alerts, ALERT, n) if requests else []
+        self.policy.restore(requests, results, self.clock(), alerts)
+        log.info("restored from %d requests, %d results and %d alerts: %d in flight, %d can escalate",
+                 len(requests), len(results), len(alerts), len(self.policy.in_flight), len(self.policy.emitted))
 
     def end_offsets(self) -> dict[int, int]:
         """End offsets of the events topic, refreshed at most once a second."""

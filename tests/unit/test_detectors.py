@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from schemas.errors import ConfigError, UnknownKeyError
-from streams.detectors import DETECTORS, make_detector
+from streams.detectors import DETECTORS, make_detector, tail_shape
 
 ONSET = 3000
 
@@ -167,3 +167,54 @@ def test_chi_square_ignores_a_short_burst():
     rng = np.random.default_rng(2)
     burst = _mix([0.5, 0.35, 0.15], 3000, rng) + [2] * 12 + _mix([0.5, 0.35, 0.15], 3000, rng)
     assert first_detection(make_detector("chi_square"), burst) is None
+
+
+HEAVY = {
+    "lognormal": lambda rng, n: rng.lognormal(3, 1.5, n),
+    "pareto": lambda rng, n: rng.pareto(2.0, n),
+}
+
+
+def test_tail_shape_leaves_gaussian_features_raw_and_shapes_heavy_tails():
+    rng = np.random.default_rng(2)
+    assert sum(tail_shape(list(rng.normal(50, 5, 100)))[1] > 0 for _ in range(500)) <= 5
+    assert tail_shape(list(rng.uniform(0, 1, 100))) == (0.0, 0.0)
+    for gen in HEAVY.values():
+        assert tail_shape(list(gen(rng, 100)))[1] > 0
+    center, spread = tail_shape([0.0] * 95 + [500.0] * 5)  # mostly zero: the MAD is 0
+    assert center == 0.0 and spread > 0
+    assert tail_shape([3.0] * 100) == (0.0, 0.0)
+
+
+def fires(key: str, tails: str, gen, streams: int = 40, n: int = 4000, seed: int = 4) -> int:
+    rng = np.random.default_rng(seed)
+    total = 0
+    for _ in range(streams):
+        det = make_detector(key, {"tails": tails})
+        total += sum(det.update(float(x)) for x in gen(rng, n))
+    return total
+
+
+@pytest.mark.parametrize("key", ["adwin", "adwin_variance"])
+@pytest.mark.parametrize("dist", sorted(HEAVY))
+def test_heavy_tailed_stable_streams_stay_quiet(key, dist):
+    """One extreme value used to move a short ADWIN sub-window past its bound."""
+    raw, auto = fires(key, "raw", HEAVY[dist]), fires(key, "auto", HEAVY[dist])
+    assert raw > 0, "the raw detector alarms on this stream (so the test can fail)"
+    assert auto == 0
+
+
+def test_a_shift_of_a_heavy_tailed_feature_is_still_detected_soon():
+    rng = np.random.default_rng(8)
+    delays = []
+    for _ in range(20):
+        det = make_detector("adwin")
+        values = np.concatenate([rng.lognormal(3, 1, ONSET), 2 * rng.lognormal(3, 1, 1000)])
+        delays.append(first_detection(det, [float(x) for x in values]) - ONSET)
+    assert det.params["tails"] == "asinh"
+    assert min(delays) >= 0 and np.median(delays) < 200
+
+
+def test_bad_tails_option_lists_the_choices():
+    with pytest.raises(ConfigError, match=r"adwin_variance.tails must be one of \['auto', 'raw'\]"):
+        make_detector("adwin_variance", {"tails": "log"})

@@ -387,6 +387,30 @@ def test_restore_rebuilds_cooldown_budget_and_requested_alerts():
     assert done.on_alert(alert(n=6), T0 + 30) == "cooldown"
 
 
+def test_a_restored_request_escalates_with_its_alerts_and_keeps_its_escalation_count():
+    r = router(max_escalations=1)
+    r.on_alert(alert(n=1), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    (mod,) = r.on_result(result(req), T0 + 50)
+
+    fresh = router(max_escalations=2)  # restarted while the ADAPTER request was in flight
+    fresh.restore([req], [], T0 + 20, alerts=[alert(n=1), alert("us", n=9)])
+    assert fresh.on_result(result(req), T0 + 50) == [mod], "the same escalation as without the restart"
+
+    after = router(max_escalations=1)  # restarted while the MODULE one was in flight: its 1 escalation is used
+    after.restore([req, mod], [result(req)], T0 + 60, alerts=[alert(n=1)])
+    assert after.on_result(result(mod), T0 + 90) == []
+    again = router(max_escalations=2)
+    again.restore([req, mod], [result(req)], T0 + 60, alerts=[alert(n=1)])
+    (full,) = again.on_result(result(mod), T0 + 90)
+    assert full["tier"] == "FULL" and full["alert_ids"] == req["alert_ids"]
+    assert again.on_result(result(req), T0 + 95) == [], "a replayed result does not escalate twice"
+
+    gone = router()  # the alerts aged out of the topic: nothing to plan the next tier from
+    gone.restore([req], [], T0 + 20, alerts=[])
+    assert gone.on_result(result(req), T0 + 50) == [] and gone.in_flight == {}
+
+
 def test_pending_sources_are_the_alerts_not_yet_requested():
     r = router()
     r.on_alert(alert("eu", n=1), T0, source=("alerts", 0, 7))
