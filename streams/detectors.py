@@ -18,6 +18,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Hashable
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any, ClassVar, Protocol
 
 from river import drift
@@ -205,7 +206,7 @@ class AdwinVarianceDetector(AdwinDetector):
 
     def _fit(self, sample: list[float]) -> None:
         shaped = self._shaped(sample)
-        self._set_standardisation([abs(b - a) for a, b in zip(shaped, shaped[1:], strict=False)])
+        self._set_standardisation([abs(b - a) for a, b in pairwise(shaped)])
         self._prev = shaped[-1]
 
 
