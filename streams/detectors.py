@@ -197,6 +197,8 @@ class AdwinVarianceDetector(AdwinDetector):
         if self._spread:  # differences of the shaped values: a heavy tail does not make a jump
             x = math.asinh((x - self._center) / self._spread)
         prev, self._prev = self._prev, x
+        if prev is None:  # calibrate=0: the first value has no predecessor
+            return False
         a = self._adwin
         if a._drift_detected:
             a._reset()

@@ -39,6 +39,7 @@ CASES = [
     ("adwin", {}, "mean"),
     ("adwin", {"calibrate": 0}, "rate"),
     ("adwin_variance", {}, "scale"),
+    ("adwin_variance", {"calibrate": 0, "tails": "raw"}, "scale"),
     ("chi_square", {}, "category"),
     ("rate", {}, "rare"),
     ("bernoulli_cusum", {}, "rare"),
