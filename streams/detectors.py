@@ -259,6 +259,9 @@ class PageHinkleyDetector(AdwinDetector):
         return self.ph_threshold * self._scale * (self._spread or 1.0)
 
 
+MIN_EXPECTED = 5.0  # chi-square: categories expected fewer times than this in the window are pooled
+
+
 @lru_cache(maxsize=256)
 def _chi2_critical(alpha: float, dof: int) -> float:
     return float(chi2.isf(alpha, dof))
@@ -364,18 +367,34 @@ class ChiSquareDetector:
         return False
 
     def _chi_square(self, counts: dict[Hashable, int], n_cur: int) -> tuple[float, int]:
-        """Pearson's statistic of the 2 x k table (reference vs window), categories seen in either."""
+        """Pearson's statistic of the 2 x k table (reference vs window), categories seen in either.
+
+        Categories expected fewer than ``MIN_EXPECTED`` times in the window are pooled into one
+        cell (Cochran's rule): with hundreds of rare levels (ids, zip codes) their tiny
+        expected counts would make the statistic's chi-square law wrong and the stable stream
+        alarm. A new or rare category that becomes common still shows, in the pooled cell or
+        as a cell of its own.
+        """
         n_ref = self.n_ref
         total = n_ref + n_cur
         stat, k = 0.0, 0
+        rare_r = rare_w = 0
+        min_pooled = MIN_EXPECTED * total / n_cur
         for c in set(self.reference) | {c for c, v in counts.items() if v}:
             r, w = self.reference.get(c, 0), counts.get(c, 0)
-            if r + w == 0:
+            if r + w < min_pooled:
+                rare_r += r
+                rare_w += w
                 continue
             k += 1
             e_ref = n_ref * (r + w) / total
             e_cur = n_cur * (r + w) / total
             stat += (r - e_ref) ** 2 / e_ref + (w - e_cur) ** 2 / e_cur
+        if rare_r + rare_w:
+            k += 1
+            e_ref = n_ref * (rare_r + rare_w) / total
+            e_cur = n_cur * (rare_r + rare_w) / total
+            stat += (rare_r - e_ref) ** 2 / e_ref + (rare_w - e_cur) ** 2 / e_cur
         return stat, k - 1
 
     def _rebase(self, j: int) -> None:

@@ -164,6 +164,29 @@ def test_chi_square_long_window_catches_small_mix_changes(odds, median_under):
     assert sorted(delays)[4] < median_under, delays
 
 
+def test_chi_square_pools_rare_levels_so_high_cardinality_stays_quiet():
+    """500 Zipf-distributed levels (most expected < 1 per window): 30 fires in these 200,000
+    values before rare levels were pooled; ids that never repeat have nothing to test."""
+    rng = np.random.default_rng(6)
+    p = 1 / np.arange(1, 501) ** 1.1
+    fires = 0
+    for _ in range(10):
+        det = make_detector("chi_square")
+        fires += sum(det.update(x) for x in _mix(list(p), 20_000, rng))
+    ids = make_detector("chi_square")
+    fires += sum(ids.update(f"id-{i}") for i in range(20_000))
+    assert fires == 0
+
+
+def test_chi_square_catches_a_new_level_among_many_rare_ones():
+    rng = np.random.default_rng(7)
+    p = list(1 / np.arange(1, 501) ** 1.1)
+    before = _mix(p, 3000, rng)
+    after = [x if rng.random() > 0.2 else "new" for x in _mix(p, 3000, rng)]
+    at = first_detection(make_detector("chi_square"), before + after)
+    assert at is not None and 3000 <= at < 3300
+
+
 def test_chi_square_ignores_a_short_burst():
     rng = np.random.default_rng(2)
     burst = _mix([0.5, 0.35, 0.15], 3000, rng) + [2] * 12 + _mix([0.5, 0.35, 0.15], 3000, rng)
