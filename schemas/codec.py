@@ -183,11 +183,31 @@ def _numeric_map(name: str, value: Any) -> dict[str, float | None]:
     for key, v in value.items():
         if v is None:
             out[key] = None
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        elif isinstance(v, (int, float)):  # true/false count as 1/0 (a flag feature)
             out[key] = float(v)
         else:
             raise SchemaError(f"{name}.{key}: expected a number or null, got {v!r}")
     return out
+
+
+def _identifier(name: str, value: Any) -> str:
+    """event_id, model and slice: strings; integer ids (``"slice": 7``) are taken as their text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise SchemaError(f"{name}: expected a string, got {value!r}")
+
+
+def _category(name: str, value: Any) -> str | None:
+    """A categorical value: a string; a number or true/false is taken as its JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+        return json.dumps(value)
+    raise SchemaError(f"categorical.{name}: expected a string, number, true/false or null, got {value!r}")
 
 
 def normalize_event(obj: Any) -> dict[str, Any]:
@@ -200,28 +220,26 @@ def normalize_event(obj: Any) -> dict[str, Any]:
     missing = [f for f in ("event_id", "event_time", "model", "slice") if obj.get(f) in (None, "")]
     if missing:
         raise SchemaError(f"event: required field(s) missing or empty: {missing}")
-    for f in ("event_id", "model", "slice"):
-        if not isinstance(obj[f], str):
-            raise SchemaError(f"{f}: expected a string, got {obj[f]!r}")
+    ids = {f: _identifier(f, obj[f]) for f in ("event_id", "model", "slice")}
     categorical = obj.get("categorical") or {}
-    if not isinstance(categorical, dict) or not all(v is None or isinstance(v, str) for v in categorical.values()):
-        raise SchemaError("categorical: expected an object of name -> string or null")
+    if not isinstance(categorical, dict):
+        raise SchemaError(f"categorical: expected an object of name -> string or null, got {type(categorical).__name__}")
     prediction = obj.get("prediction")
     if prediction is not None:
-        if isinstance(prediction, bool) or not isinstance(prediction, (int, float)):
-            raise SchemaError(f"prediction: expected a number or null, got {prediction!r}")
+        if not isinstance(prediction, (int, float)):
+            raise SchemaError(f"prediction: expected a number, true/false or null, got {prediction!r}")
         prediction = float(prediction)
     label = obj.get("label")
-    if label is not None and (isinstance(label, bool) or not isinstance(label, (int, float))):
-        raise SchemaError(f"label: expected an int, a number or null, got {label!r}")
+    if label is not None:
+        if not isinstance(label, (int, float)):
+            raise SchemaError(f"label: expected an int, a number, true/false or null, got {label!r}")
+        label = int(label) if isinstance(label, bool) else label
     event = {
         "schema_version": EVENT.version,
-        "event_id": obj["event_id"],
+        **ids,
         "event_time": _event_time_ms(obj["event_time"]),
-        "model": obj["model"],
-        "slice": obj["slice"],
         "features": _numeric_map("features", obj.get("features") or {}),
-        "categorical": dict(categorical),
+        "categorical": {k: _category(k, v) for k, v in categorical.items()},
         "prediction": prediction,
         "label": label,
     }

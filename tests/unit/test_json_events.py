@@ -36,6 +36,18 @@ def test_optional_fields_default_and_ints_become_doubles():
     assert ev["categorical"] == {} and ev["prediction"] is None and ev["label"] is None
 
 
+def test_json_scalars_are_taken_as_users_write_them():
+    """true/false labels and flags, numeric category codes and integer slice ids are common in
+    JSON; they map onto the schema without loss instead of dead-lettering every event."""
+    ev = parse_json_event(json.dumps({**SAMPLE, "slice": 7, "label": True, "prediction": False,
+                                      "features": {"is_new": True, "x": 2},
+                                      "categorical": {"device": 3, "vip": False, "tier": 1.5, "os": None}}))
+    assert ev["slice"] == "7" and ev["label"] == 1 and ev["prediction"] == 0.0
+    assert ev["features"] == {"is_new": 1.0, "x": 2.0}
+    assert ev["categorical"] == {"device": "3", "vip": "false", "tier": "1.5", "os": None}
+    assert parse_json_event(json.dumps({**SAMPLE, "label": False}))["label"] == 0
+
+
 def test_iso_time_accepted():
     ev = parse_json_event(json.dumps({**SAMPLE, "event_time": "2026-09-21T00:00:00Z"}))
     assert ev["event_time"] == 1789948800000
@@ -49,10 +61,12 @@ def test_iso_time_accepted():
         ({"slice": ""}, "slice"),
         ({"model": None}, "model"),
         ({"label": "yes"}, "label"),
-        ({"prediction": True}, "prediction"),
+        ({"prediction": "0.5"}, "prediction"),
+        ({"slice": 1.5}, "slice"),
         ({"event_time": "yesterday"}, "event_time"),
         ({"surprise": 1}, "unknown field"),
-        ({"categorical": {"device": 3}}, "categorical"),
+        ({"categorical": {"device": [3]}}, "categorical.device"),
+        ({"categorical": ["ios"]}, "categorical"),
     ],
 )
 def test_bad_events_say_what_is_wrong(patch, message):
