@@ -117,6 +117,8 @@ class StreamsApp:
         base_dir = settings.detection_config.parent if settings.detection_config else None
         self.sources = build_sources(config.sources, base_dir) if config is not None else {}
         self.topics = [self.topic, *self.sources]  # users' own topics, mapped onto events (streams/sources.py)
+        # bridged sources' partitions carry no slice state: their events are forwarded to the events topic
+        self.bridged = frozenset(t for t, s in self.sources.items() if s.bridged)
         self.policy = CheckpointPolicy(
             settings.snapshot_every_events,
             settings.snapshot_every_seconds,
@@ -214,6 +216,7 @@ class StreamsApp:
             (topics.alerts, out.alerts),
             (topics.stats, out.stats),
             (topics.dlq, out.dead_letters),
+            (topics.events, out.forwards),
         ):
             for key, value in records:
                 self._produce(topic, key, value)
@@ -234,7 +237,8 @@ class StreamsApp:
             self._failures.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint(self, now: float, partitions: set[int] | None = None) -> None:
+    def checkpoint(self, now: float, partitions: set[int] | None = None,
+                   bridged: set[tuple[str, int]] = frozenset()) -> None:
         """Outputs durable, then changed slices' snapshots durable, then commit (see module doc)."""
         t0 = time.monotonic()
         self._flush()
@@ -244,7 +248,7 @@ class StreamsApp:
         if partitions is None:
             self._evict(now)
             self.policy.checkpointed(now)
-        self._commit(partitions)
+        self._commit(partitions, bridged)
         self.seconds["checkpoint"] += time.monotonic() - t0
         log.debug("checkpoint: %d snapshots, committed %s", written, self.committed)
 
@@ -281,10 +285,13 @@ class StreamsApp:
             self.monitor.slices.pop(key, None)
         self.policy.forget(keys)
 
-    def _commit(self, partitions: set[int] | None) -> None:
+    def _commit(self, partitions: set[int] | None, bridged: set[tuple[str, int]] = frozenset()) -> None:
+        """Commit the positions of every partition (None), or of the state ``partitions`` and the
+        ``bridged`` source partitions named."""
         offsets = {
             tp: o for tp, o in self.positions.items()
-            if (partitions is None or tp[1] in partitions) and self.committed.get(tp) != o
+            if (partitions is None or tp in bridged or (tp[1] in partitions and tp[0] not in self.bridged))
+            and self.committed.get(tp) != o
         }  # fmt: skip
         if not offsets:
             return
@@ -300,28 +307,38 @@ class StreamsApp:
         self.committed.update(offsets)
 
     # ------------------------------------------------------------------ rebalancing
+    def _split(self, partitions: list[TopicPartition]) -> tuple[set[int], set[tuple[str, int]]]:
+        """(partition numbers that carry slice state, bridged source partitions)."""
+        state = {tp.partition for tp in partitions if tp.topic not in self.bridged}
+        return state, {(tp.topic, tp.partition) for tp in partitions if tp.topic in self.bridged}
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        owned = {tp.partition % self._state_partitions for tp in partitions}  # the changelog's partitions
+        state, _bridged = self._split(partitions)
+        owned = {p % self._state_partitions for p in state}  # the changelog's partitions
         n = self._restore(owned)
         log.info("assigned %s partitions %s: %d slice snapshots in the table", self.topics, sorted(owned), n)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Checkpoint what is leaving, so its next owner resumes exactly where this one stopped."""
-        gone = {tp.partition for tp in partitions}
-        if gone and not self.failed:  # after a failed delivery nothing more may be committed
-            self.checkpoint(time.monotonic(), gone)
-        self._drop(gone)
+        gone, bridged = self._split(partitions)
+        if (gone or bridged) and not self.failed:  # after a failed delivery nothing more may be committed
+            self.checkpoint(time.monotonic(), gone, bridged)
+        self._drop(gone, bridged)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Lost, not revoked (e.g. a session timeout): the new owner resumes from the last checkpoint."""
-        self._drop({tp.partition for tp in partitions})
+        self._drop(*self._split(partitions))
 
-    def _drop(self, partitions: set[int]) -> None:
+    def _drop(self, partitions: set[int], bridged: set[tuple[str, int]] = frozenset()) -> None:
         self._forget(self.policy.on_partitions(partitions))
         self.table.drop(partitions)
-        for tp in [tp for tp in self.positions if tp[1] in partitions]:
+
+        def leaving(tp: tuple[str, int]) -> bool:
+            return tp in bridged or (tp[1] in partitions and tp[0] not in self.bridged)
+
+        for tp in [tp for tp in self.positions if leaving(tp)]:
             self.positions.pop(tp, None)
-        for tp in [tp for tp in self.committed if tp[1] in partitions]:
+        for tp in [tp for tp in self.committed if leaving(tp)]:
             self.committed.pop(tp, None)
 
     def _restore(self, partitions: set[int]) -> int:
@@ -361,7 +378,7 @@ class StreamsApp:
         ensure_topics(self.settings)
         counts = partition_counts(self.settings)
         self._state_partitions = counts.get(self.topic) or self.settings.events_partitions
-        check_source_partitions(counts, self.topic, self.sources)
+        check_source_partitions(counts, self.topic, [t for t in self.sources if t not in self.bridged])
         spec = TopicSpec(
             self.state_topic,
             self._state_partitions,
@@ -415,7 +432,7 @@ def read_changelog(
 
 
 def check_source_partitions(counts: dict[str, int], events_topic: str, sources: Iterable[str]) -> None:
-    """Users' topics must have as many partitions as the events topic.
+    """Users' topics monitored in place (``route: direct``) must have as many partitions as the events topic.
 
     Slices, snapshots and commits go by partition number (the range assignor gives a worker the
     same numbers of every topic), so a topic with another count would check a slice's state
@@ -426,7 +443,7 @@ def check_source_partitions(counts: dict[str, int], events_topic: str, sources: 
     if wrong:
         raise ConfigError(
             f"source topic(s) {wrong} must have as many partitions as {events_topic} ({expected}): "
-            "slices and checkpoints go by partition number; repartition them or set DRIFT_EVENTS_PARTITIONS"
+            "slices and checkpoints go by partition number; use route: bridge (the default) or set DRIFT_EVENTS_PARTITIONS"
         )
     for t in sources:
         if t not in counts:

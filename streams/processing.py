@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from schemas.codec import ALERT, DEAD_LETTER, STAT, decode_event
+from schemas.codec import ALERT, DEAD_LETTER, EVENT, STAT, decode_event
 from schemas.errors import SchemaError
 from streams.monitor import Monitor, SliceState
 from streams.sources import Source
@@ -32,6 +32,7 @@ class Outgoing:
     alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
     stats: list[tuple[bytes, bytes]] = field(default_factory=list)
     dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    forwards: list[tuple[bytes, bytes]] = field(default_factory=list)  # bridged users' events -> events topic
     state: SliceState | None = None  # the slice the last message updated
     touched: dict[SliceKey, int] = field(
         default_factory=dict
@@ -73,7 +74,8 @@ def handle(
     """Process one message, appending its records to ``out`` (a new Outgoing if None).
 
     A message of a user's own topic (a key of ``sources``) is mapped onto the canonical
-    event first; anything else must be a canonical event (Avro or JSON).
+    event first, and a bridged source's event is forwarded to the events topic instead of
+    monitored here; anything else must be a canonical event (Avro or JSON).
     """
     if out is None:
         out = Outgoing()
@@ -83,6 +85,9 @@ def handle(
             event = decode_event(msg.value)
         else:
             event = src.to_event(msg.value, msg.partition, msg.offset, msg.timestamp_ms)
+            if src.bridged:
+                out.forwards.append((event["slice"].encode(), EVENT.encode(event)))
+                return out
         result = monitor.observe(event, msg.topic, msg.partition, msg.offset, now_ms)
         st = out.state = result.state
         out.touched[(st.model, st.slice)] = msg.partition

@@ -6,6 +6,13 @@ field is in it: dotted paths into the (nested) record, or constants. The streams
 subscribes to these topics too and turns each message into a canonical event; one that
 does not fit goes to the dead-letter topic with the reason, like a bad canonical event.
 
+``route`` says what happens to the mapped event. ``bridge`` (the default) produces it to the
+events topic keyed by slice, and the worker monitors it from there: right whatever the user's
+topic is keyed by and however many partitions it has (the source offset is committed only
+after the forwarded event is acknowledged; a crash may forward an event twice). ``direct``
+monitors it in place, saving the second trip through the broker, and is for topics keyed by
+slice with as many partitions as the events topic (the worker refuses other counts).
+
 .. code-block:: yaml
 
     sources:
@@ -22,6 +29,7 @@ does not fit goes to the dead-letter topic with the reason, like a bad canonical
         categorical: {device: client.device}     # ... or a map name -> path
         prediction: score
         label: outcome.is_fraud      # booleans become 0/1
+        route: bridge                # bridge (default) or direct, see below
 """
 
 from __future__ import annotations
@@ -71,6 +79,7 @@ class SourceConfig(BaseModel):
     categorical: list[str] | dict[str, str] = Field(default_factory=list)
     prediction: str | None = None
     label: str | None = None
+    route: Literal["bridge", "direct"] = "bridge"
 
     @field_validator("slice")
     @classmethod
@@ -108,6 +117,7 @@ class Source:
     def __init__(self, config: SourceConfig, base_dir: Path | None = None):
         self.config = config
         self.topic = config.topic
+        self.bridged = config.route == "bridge"
         self._schema = None
         self._fingerprint = b""
         if config.format == "avro":

@@ -36,8 +36,9 @@ def user_records():
             }
 
 
-def test_users_topic_is_mapped_monitored_and_committed(kafka_settings: Settings, scratch_topic, tmp_path):
-    topic = scratch_topic(3)
+def run_on_users_topic(kafka_settings: Settings, topic: str, route: str, tmp_path) -> tuple[Settings, list, list]:
+    """The user's records (and one that does not fit) on ``topic``; one streams worker until it
+    committed them all; then the alerts and dead letters."""
     config = tmp_path / "models.yaml"
     config.write_text(
         f"""
@@ -51,6 +52,7 @@ sources:
     categorical: {{device: client.device}}
     prediction: p
     label: y
+    route: {route}
 """
     )
     tag = uuid.uuid4().hex[:6]
@@ -69,29 +71,47 @@ sources:
     group = start_services(settings, ("streams",), log_dir=tmp_path / "logs")
     try:
         deadline = time.monotonic() + 120
-        done = 0
-        while time.monotonic() < deadline and done < n + 1:
+        done = events_done = 0
+        while time.monotonic() < deadline and (done < n + 1 or (route == "bridge" and events_done < n)):
             assert all(group.alive().values()), (tmp_path / "logs" / "streams.log").read_text()[-3000:]
             time.sleep(1)
             try:
                 done = sum(max(o, 0) for o in committed_offsets(settings, settings.app_id, topic).values())
+                events = committed_offsets(settings, settings.app_id, settings.topics.events)
+                events_done = sum(max(o, 0) for o in events.values())
             except KafkaException as exc:  # a fresh broker may still be electing the group coordinator
                 if exc.args[0].code() not in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS):
                     raise
         assert done == n + 1, f"the worker committed {done} of {n + 1} messages of the user's topic"
+        if route == "bridge":
+            assert events_done == n, f"{events_done} of {n} forwarded events monitored"
     finally:
         codes = group.stop()
     assert codes["streams"] == 0, codes
-
     alerts = read_topic(settings, settings.topics.alerts, decode=lambda m: ALERT.decode(m.value()), timeout=30)
+    letters = read_topic(settings, settings.topics.dlq, decode=lambda m: DEAD_LETTER.decode(m.value()), timeout=30)
+    return settings, alerts, letters
+
+
+def check_alerts_and_letters(alerts: list, letters: list, topic: str, alert_topic: str) -> None:
     assert {(a["model"], a["slice"], a["feature"], a["alert_type"]) for a in alerts} == {
         ("shop", "eu", "amount", "DATA_DRIFT")
     }, [(a["slice"], a["feature"], a["detector"]) for a in alerts]
     first = min(alerts, key=lambda a: a["window_end_event_time"])
-    assert first["topic"] == topic
+    assert first["topic"] == alert_topic
     assert 0 <= (first["window_end_event_time"] - 1_790_000_000_000) // 1000 - ONSET < 300
-
-    letters = read_topic(settings, settings.topics.dlq, decode=lambda m: DEAD_LETTER.decode(m.value()), timeout=30)
     assert len(letters) == 1
     dl = letters[0]
     assert dl["source_topic"] == topic and "feature 'amount' (order.amount) must be a number" in dl["reason"]
+
+
+def test_users_topic_is_mapped_monitored_in_place_and_committed(kafka_settings: Settings, scratch_topic, tmp_path):
+    topic = scratch_topic(3)  # as many partitions as the events topic, keyed by slice: route direct
+    _settings, alerts, letters = run_on_users_topic(kafka_settings, topic, "direct", tmp_path)
+    check_alerts_and_letters(alerts, letters, topic, alert_topic=topic)
+
+
+def test_users_topic_with_another_partition_count_is_bridged(kafka_settings: Settings, scratch_topic, tmp_path):
+    topic = scratch_topic(1)  # one partition, the events topic has three: the worker forwards by slice
+    settings, alerts, letters = run_on_users_topic(kafka_settings, topic, "bridge", tmp_path)
+    check_alerts_and_letters(alerts, letters, topic, alert_topic=settings.topics.events)

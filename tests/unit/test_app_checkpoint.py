@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from deploy.scenarios import Drift, Scenario
 from schemas.codec import ALERT, EVENT
@@ -147,11 +148,42 @@ def test_revocation_checkpoints_and_forgets_only_the_partitions_that_leave():
     app, log = make_app()
     app.process(messages(Scenario(slices=tuple(SLICES), events_per_slice=100, drifts=()), SLICES), now=0.0)
     log.clear()
-    app._on_revoke(None, [type("TP", (), {"partition": 1})()])
+    app._on_revoke(None, [TopicPartition(TOPIC, 1)])
     assert ("commit", {1: 100}) in log and not [e for e in log if e[0] == "commit" and 0 in e[1]]
     assert set(app.monitor.slices) == {("demo-model", "eu-west")}
     assert app.table.get(state_key("demo-model", "us-east")) is None
     assert app.monitor.slices[("demo-model", "eu-west")].events_since_snapshot == 100
+
+
+class SourceMsg(FakeMsg):
+    def topic(self):
+        return "shop.orders"
+
+
+def test_a_bridged_source_is_forwarded_to_the_events_topic_and_carries_no_slice_state():
+    """A user's topic with any key and partition count: its mapped events go to the events
+    topic keyed by slice; its offsets commit after they are acknowledged; its partitions'
+    numbers never move slice state."""
+    from streams.sources import build_sources
+
+    app, log = make_app()
+    app.sources = build_sources([{"topic": "shop.orders", "model": {"value": "shop"}, "slice": "region",
+                                  "event_id": "id", "event_time": "ts", "features": ["amount"]}])
+    app.bridged = frozenset(app.sources)
+    app.process(messages(Scenario(slices=tuple(SLICES), events_per_slice=100, drifts=()), SLICES), now=0.0)
+    users = [SourceMsg(5, i, None, json.dumps({"id": f"o{i}", "ts": 1_790_000_000_000 + i, "region": "eu-west",
+                                               "amount": 10.0 + i % 3}).encode()) for i in range(3)]
+    users.append(SourceMsg(1, 0, None, b'{"id": "bad", "ts": 1, "region": "eu-west", "amount": "lots"}'))
+    out = app.process(users, now=0.0)
+    assert [EVENT.decode(v)["event_id"] for _, v in out.forwards] == ["o0", "o1", "o2"]
+    assert {k for k, _ in out.forwards} == {b"eu-west"} and len(out.dead_letters) == 1
+    assert ("shop", "eu-west") not in app.monitor.slices, "monitored from the events topic, not here"
+    log.clear()
+    app._on_revoke(None, [TopicPartition("shop.orders", 1)])  # same number as us-east's events partition
+    assert log[0] == ("flush",) and log[-1] == ("commit", {1: 1}), "the forwarded events are acknowledged first"
+    assert set(app.monitor.slices) == {("demo-model", "eu-west"), ("demo-model", "us-east")}
+    app.checkpoint(now=1.0)
+    assert app.committed == {(TOPIC, 0): 100, (TOPIC, 1): 100, ("shop.orders", 5): 3}
 
 
 def test_idle_slice_is_evicted_at_a_checkpoint_and_continues_from_its_snapshot():
@@ -178,7 +210,7 @@ def test_restore_on_assignment_feeds_the_loader(monkeypatch):
     monkeypatch.setattr(app_module, "read_changelog", lambda settings, topic, partitions: iter(records))
 
     app, _ = make_app()
-    app._on_assign(None, [type("TP", (), {"partition": 0})()])
+    app._on_assign(None, [TopicPartition(TOPIC, 0)])
     more = messages(Scenario(slices=("eu-west",), events_per_slice=260, drifts=()), {"eu-west": 0})
     app.process(more, now=0.0)  # offsets 0..249 are already in the snapshot and are skipped
     st = app.monitor.slices[("demo-model", "eu-west")]

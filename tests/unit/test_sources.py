@@ -80,12 +80,15 @@ def test_defaults_derive_the_id_and_take_the_kafka_timestamp_and_absent_values_a
 )
 def test_a_record_that_does_not_fit_goes_to_the_dlq_with_the_reason(record, reason):
     monitor = build_monitor(load_settings())
-    sources = build_sources([JSON_SOURCE])
+    sources = build_sources([{**JSON_SOURCE, "route": "direct"}])
     good = Message(None, json.dumps(RECORD).encode(), "payments", 0, 0, None)
     bad = Message(b"k", json.dumps(record).encode(), "payments", 0, 1, None)
     out = handle_batch(monitor, [good, bad], 0, sources)
     assert ("fraud", "fr/web") in monitor.slices
-    assert len(out.dead_letters) == 1
+    assert len(out.dead_letters) == 1 and out.forwards == []
+    bridged = handle_batch(build_monitor(load_settings()), [good, bad], 0, build_sources([JSON_SOURCE]))
+    assert len(bridged.forwards) == 1 and bridged.forwards[0][0] == b"fr/web"
+    assert [d[1] for d in bridged.dead_letters] == [d[1] for d in out.dead_letters]
     dl = DEAD_LETTER.decode(out.dead_letters[0][1])
     assert reason in dl["reason"] and dl["source_topic"] == "payments" and dl["source_offset"] == 1
 
