@@ -154,6 +154,9 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from streams.throughput import measure_worker_throughput
 
         result = measure_worker_throughput(settings, args.events)
+        print(f"driftctl bench throughput: {result['events_per_second']:,.0f} events/s through one streams worker "
+              f"({result['measured_events']:,} events in {result['measured_seconds']:.1f}s after the first commit; "
+              f"{result['slices']} slices x {result['features']} features; start-up {result['startup_seconds']:.1f}s)")
     if args.json:
         print(json.dumps(result, default=str))
     return 0
