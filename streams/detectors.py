@@ -87,7 +87,8 @@ class AdwinDetector:
     """
 
     key: ClassVar[str] = "adwin"
-    # class defaults, so detector state pickled before these existed still loads
+    # class defaults, so detector state pickled before these existed still loads (and stays raw)
+    tails: str = "auto"
     _center: float = 0.0
     _spread: float = 0.0  # > 0: values are fed as asinh((x - _center) / _spread)
     _sample: list[float] | None = None
