@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
 COMMIT_EVERY_SECONDS = 1.0
 END_OFFSETS_EVERY_SECONDS = 1.0
+PARTITIONS_EVERY_SECONDS = 60.0
 PUBLISH_TIMEOUT = 30.0
 
 TP = tuple[str, int]
@@ -113,6 +114,9 @@ class RouterService:
         self._end_offsets = end_offsets
         self._ends: dict[int, int] = {}
         self._ends_at = -1e18
+        self._offsets_client: Any = None
+        self._event_partitions: list[int] = []
+        self._partitions_at = -1e18
         self.processed: dict[TP, int] = {}  # next offset after the last handled message
         self.committed: dict[TP, int] = {}
         self.outbox: list[dict] = []  # requests emitted by the policy, not yet acknowledged
@@ -165,19 +169,31 @@ class RouterService:
                  len(requests), len(results), len(alerts), len(self.policy.in_flight), len(self.policy.emitted))
 
     def end_offsets(self) -> dict[int, int]:
-        """End offsets of the events topic, refreshed at most once a second."""
+        """End offsets of the events topic, refreshed at most once a second.
+
+        Asked through a client of their own: on the subscribed consumer each watermark query
+        queues behind its long-poll fetch (``fetch.wait.max.ms``), 0.5 s apiece, which starved
+        the loop (measured: 2 s per refresh, one message handled per refresh).
+        """
         now = time.monotonic()
         if now - self._ends_at >= END_OFFSETS_EVERY_SECONDS:
             if self._end_offsets is not None:
                 self._ends = dict(self._end_offsets())
             else:
-                topic = self.topics.events
-                parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
-                self._ends = {
-                    p: self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts
-                }
+                self._ends = self._query_end_offsets()
             self._ends_at = now
         return self._ends
+
+    def _query_end_offsets(self) -> dict[int, int]:
+        topic = self.topics.events
+        if self._offsets_client is None:
+            self._offsets_client = Consumer(self.settings.confluent_config(
+                **{"group.id": f"{self.settings.router_group}-offsets", "enable.auto.commit": False}))
+        c = self._offsets_client
+        if not self._event_partitions or time.monotonic() - self._partitions_at >= PARTITIONS_EVERY_SECONDS:
+            self._event_partitions = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
+            self._partitions_at = time.monotonic()
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in self._event_partitions}
 
     # --- messages ------------------------------------------------------------------------
 
@@ -298,6 +314,8 @@ class RouterService:
         finally:
             if self._consumer is not None:
                 self._consumer.close()
+            if self._offsets_client is not None:
+                self._offsets_client.close()
             log.info("router closed: produced %d requests, skipped %d messages, %s", self.produced, self.skipped,
                      self.policy.counters)  # fmt: skip
 

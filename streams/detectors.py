@@ -524,7 +524,10 @@ class BernoulliCusumDetector:
     ``reference_size`` values, then keeps growing with values older than
     ``lag_blocks`` x ``block`` (so the change being detected does not leak into it),
     forgetting by halves past ``max_reference``. The design rate is
-    ``p1 = max(ratio * p0, p0 + min_shift)``. After a detection the new rate becomes
+    ``p1 = min(max(ratio * p0, p0 + min_shift), p0 + max_shift)``: a doubling for rare ones,
+    but at most ``max_shift`` more, since a model erring 30% of the time rarely doubles its
+    error; the CUSUM designed for 0.3 -> 0.6 never fires on 0.3 -> 0.4 (its drift is negative),
+    one designed for 0.3 -> 0.4 still catches 0.3 -> 0.6 about as fast. After a detection the new rate becomes
     the next reference. ``window`` is the number of values since S last left zero: the
     CUSUM's own change-point estimate.
     """
@@ -547,6 +550,7 @@ class BernoulliCusumDetector:
         "h",
         "lag_blocks",
         "max_reference",
+        "max_shift",
         "min_shift",
         "ratio",
         "reference_rate",
@@ -567,6 +571,7 @@ class BernoulliCusumDetector:
         lag_blocks: int = 1,
         max_reference: int = 20_000,
         z: float = 2.0,
+        max_shift: float = 0.1,
     ):
         if not arl > 1:
             raise ConfigError(f"bernoulli_cusum.arl must be > 1, got {arl}")
@@ -574,12 +579,14 @@ class BernoulliCusumDetector:
             raise ConfigError(f"bernoulli_cusum.ratio must be > 1, got {ratio}")
         if not 0 < min_shift < 1:
             raise ConfigError(f"bernoulli_cusum.min_shift must be in (0, 1), got {min_shift}")
+        if not min_shift <= max_shift < 1:
+            raise ConfigError(f"bernoulli_cusum.max_shift must be in [min_shift, 1), got {max_shift}")
         if reference_size < 1 or block < 1 or lag_blocks < 0 or max_reference < reference_size:
             raise ConfigError(
                 "bernoulli_cusum: need reference_size >= 1, block >= 1, lag_blocks >= 0 and "
                 f"max_reference >= reference_size; got {reference_size}, {block}, {lag_blocks}, {max_reference}"
             )
-        self.arl, self.ratio, self.min_shift, self.z = arl, ratio, min_shift, z
+        self.arl, self.ratio, self.min_shift, self.max_shift, self.z = arl, ratio, min_shift, max_shift, z
         self.reference_size, self.block, self.lag_blocks, self.max_reference = (
             reference_size, block, lag_blocks, max_reference
         )  # fmt: skip
@@ -638,7 +645,8 @@ class BernoulliCusumDetector:
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
         half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
         p0 = min(centre + half, 0.99)
-        p1 = min(max(self.ratio * p0, p0 + self.min_shift), 0.999)
+        max_shift = getattr(self, "max_shift", 0.999)  # state pickled before max_shift: no cap, as then
+        p1 = min(max(self.ratio * p0, p0 + self.min_shift), p0 + max_shift, 0.999)
         if p1 <= p0:  # the reference is already (nearly) all ones: nothing can rise
             self._up, self._down = 0.0, -1.0
         else:
@@ -649,7 +657,7 @@ class BernoulliCusumDetector:
     def clone(self) -> BernoulliCusumDetector:
         return BernoulliCusumDetector(
             self.arl, self.ratio, self.min_shift, self.reference_size, self.block, self.lag_blocks,
-            self.max_reference, self.z,
+            self.max_reference, self.z, getattr(self, "max_shift", 0.999),
         )  # fmt: skip
 
     @property
@@ -659,6 +667,7 @@ class BernoulliCusumDetector:
             "h": f"{self.h:.3f}",
             "ratio": repr(self.ratio),
             "min_shift": repr(self.min_shift),
+            "max_shift": repr(getattr(self, "max_shift", 0.999)),
             "reference_size": str(self.reference_size),
             "z": repr(self.z),
         }

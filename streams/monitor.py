@@ -57,6 +57,7 @@ class MonitorConfig:
     stats_every_events: int = 1000
     range_reference: int = 200  # values that define a numeric feature's valid range
     range_margin: float = 2.0  # valid range = reference [min, max] widened by this many spans
+    # (and a feature never negative in its reference may not go negative: -1 sentinels)
     worker_id: str = "worker"
     app_version: str = "0.1.0"
 
@@ -507,8 +508,10 @@ class Monitor:
         g.range_seen.append(value)
         if len(g.range_seen) >= self.config.range_reference:
             lo, hi = min(g.range_seen), max(g.range_seen)
-            span = max(hi - lo, abs(hi), abs(lo), 1e-9)
+            span = hi - lo if hi > lo else max(abs(hi), 1e-9)
             g.lo, g.hi = lo - self.config.range_margin * span, hi + self.config.range_margin * span
+            if lo >= 0.0:  # a count, amount or age: a negative value is a sentinel, not drift
+                g.lo = max(g.lo, 0.0)
             g.range_ready, g.range_seen = True, []
         return False
 

@@ -95,6 +95,7 @@ def _bits(rates_and_lengths, seed: int = 5) -> list[float]:
     [
         ({}, (0.0, 2000), (0.05, 2000), 250),  # 5% out of range where there were none
         ({"arl": 1e6}, (0.08, 2500), (0.24, 1500), 250),  # the error rate tripled
+        ({"arl": 1e6}, (0.30, 2500), (0.45, 1500), 450),  # a hard model: 30% -> 45% (never fired uncapped)
     ],
 )
 def test_cusum_detects_rate_increases_soon(params, before, after, median_under):
@@ -104,6 +105,15 @@ def test_cusum_detects_rate_increases_soon(params, before, after, median_under):
         assert at is not None and at >= before[1], (seed, at)
         delays.append(at - before[1])
     assert sorted(delays)[4] < median_under, delays
+
+
+def test_cusum_design_rate_is_capped_for_high_base_rates():
+    det = make_detector("bernoulli_cusum")
+    for x in _bits([(0.3, 600)]):
+        det.update(x)
+    assert det.design_rate - det.reference_rate == pytest.approx(0.1)  # not 2 x 0.3
+    with pytest.raises(ConfigError, match="max_shift"):
+        make_detector("bernoulli_cusum", {"min_shift": 0.05, "max_shift": 0.01})
 
 
 def test_cusum_stays_quiet_on_stable_rates():

@@ -21,7 +21,7 @@ def events(kind: str, seed: int = 11):
         for s in SLICES:
             drifted = s == "s1" and i >= ONSET
             amount = rng.normal(50, 5)
-            latency = rng.lognormal(3, 0.4)
+            latency = float(rng.lognormal(3, 0.4))
             device = rng.choice(["ios", "android", "web"], p=[0.5, 0.3, 0.2])
             p_err, p_pos = 0.1, 0.4
             if drifted:
@@ -35,6 +35,8 @@ def events(kind: str, seed: int = 11):
                     amount = None
                 elif kind == "out_of_range" and rng.random() < 0.1:
                     amount = -999.0
+                elif kind == "negative_sentinel" and rng.random() < 0.06:
+                    latency = -1.0  # inside +-2 spans of the reference, but latency was never negative
                 elif kind == "error_rate":
                     p_err = 0.35
                 elif kind == "label_shift":
@@ -44,7 +46,7 @@ def events(kind: str, seed: int = 11):
             prediction = float(rng.uniform(0.5, 1.0) if (label == 1) == correct else rng.uniform(0.0, 0.5))
             yield {
                 "model": "m", "slice": s, "event_time": 1_790_000_000_000 + i * 1000 + SLICES.index(s),
-                "features": {"amount": amount, "latency": float(latency)},
+                "features": {"amount": amount, "latency": latency},
                 "categorical": {"device": str(device)},
                 "prediction": prediction, "label": label,
             }
@@ -66,6 +68,7 @@ EXPECTED = {
     "category_mix": ("DATA_DRIFT", "device"),
     "missing": ("DATA_QUALITY", "amount"),
     "out_of_range": ("DATA_QUALITY", "amount"),
+    "negative_sentinel": ("DATA_QUALITY", "latency"),
     "error_rate": ("PERFORMANCE_DRIFT", None),
     "label_shift": ("LABEL_DRIFT", "label"),
 }
