@@ -123,10 +123,16 @@ class RecordCodec:
         return record
 
     def validate(self, record: dict[str, Any]) -> None:
+        # fastavro builds a message for every union branch a value fails (a nullable field's
+        # "null" branch, each time) when raise_errors is on: 156 us per event against 10 us
+        # without. So check quietly, and ask for the reasons only when the record is bad.
         try:
+            if validate(record, self.schema, raise_errors=False, strict=False):
+                return
             validate(record, self.schema, raise_errors=True, strict=False)
         except Exception as exc:
             raise SchemaError(f"{self.name} does not match its schema: {exc}") from exc
+        raise SchemaError(f"{self.name} does not match its schema")
 
 
 def _load_codecs() -> dict[str, RecordCodec]:

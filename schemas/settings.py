@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     adwin_delta: float = Field(1e-5, gt=0, lt=1, description="ADWIN confidence; small keeps false alarms under 1 per million")
     warmup_events: int = Field(100, ge=0, description="events per (slice, feature) before alerts may fire")
     cooldown_events: int = Field(500, ge=0, description="events per (slice, feature) after an alert before the next")
-    confirm_events: int = Field(30, ge=0, description="values after an ADWIN cut that must confirm the shift")
+    confirm_events: int = Field(
+        60, ge=0, description="values after a cut (ADWIN, chi-square) that must confirm the shift: longer bursts alert"
+    )
     chi_square_alpha: float = Field(1e-6, gt=0, lt=1, description="per-check significance of the categorical test")
     cusum_arl: float = Field(
         1e7, gt=1, description="in-control average run length (values) of the missing / out-of-range CUSUMs"

@@ -282,6 +282,7 @@ class ChiSquareDetector:
     """
 
     key: ClassVar[str] = "chi_square"
+    _previous: tuple[dict[Hashable, int], int] | None = None  # the reference before the latest rebase
 
     def __init__(
         self,
@@ -406,12 +407,19 @@ class ChiSquareDetector:
         self.last_reference_mix = {c: k / self.n_ref for c, k in self.reference.items() if k} if self.n_ref else {}
         self.last_current_mix = {c: k / w for c, k in counts.items() if k}
         self.last_n_ref = self.n_ref
+        self._previous = (self.reference, self.n_ref)
         self.reference = {c: k for c, k in counts.items() if k}
         self.n_ref = w
         self._ring = [None] * len(self._ring)
         self._filled = self._head = 0
         self._counts = [{} for _ in self.windows]
         self.streak = 0
+
+    def restore_reference(self) -> None:
+        """Undo the latest rebase: the change did not hold (a burst), so the old reference stands."""
+        if self._previous is not None:
+            self.reference, self.n_ref = self._previous
+            self._previous = None
 
     def proportions(self, which: str) -> dict[Hashable, float]:
         if which == "reference":

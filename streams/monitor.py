@@ -39,11 +39,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from scipy.stats import rankdata
+
 from schemas.codec import ALERT, STAT
 from streams.detectors import ChiSquareDetector, Detector
 
 BUFFER = 1024  # recent values kept per channel, for window summaries and provenance
 MASK = BUFFER - 1  # BUFFER is a power of two
+MIN_CURRENT = 20  # fewest values after an estimated change point
 STATE_VERSION = 3  # bump when SliceState's shape changes: older snapshots then start fresh
 ERROR_GROUP = "\x00error"  # group key of the prediction error; its alerts have feature null
 LABEL_GROUP = "label"
@@ -53,7 +56,7 @@ LABEL_GROUP = "label"
 class MonitorConfig:
     warmup_events: int = 100
     cooldown_events: int = 500
-    confirm_events: int = 30
+    confirm_events: int = 60
     stats_every_events: int = 1000
     range_reference: int = 200  # values that define a numeric feature's valid range
     range_margin: float = 2.0  # valid range = reference [min, max] widened by this many spans
@@ -173,26 +176,63 @@ class Channel:
         if seen <= self.quiet_until:
             self.pending = None
             return None
-        if self.pending is not None:
-            if seen - self.pending[0] >= confirm_events:
-                return self._confirm(pos)
+        pending = self.pending
+        if pending is not None:
+            if seen - pending[0] >= confirm_events:
+                return self._confirm_categorical(pos) if len(pending) == 5 else self._confirm(pos)
             return None
         if fired:
             if self.categorical:
-                return self._categorical_finding(pos)
+                finding = self._categorical_finding(pos)
+                if confirm_events == 0:
+                    return finding
+                self._open_categorical_candidate(finding)
+                return None
             self._open_candidate()
             if confirm_events == 0 or self.self_confirming:
                 return self._confirm(pos)
         return None
 
     def _open_candidate(self) -> None:
-        n_cur = max(2, min(self.detector.window, self.seen // 2, BUFFER // 2))
+        """Split the buffered values where the shift is most significant: the change point.
+
+        The detector's own window is no guide: after a cut ADWIN keeps hundreds of values
+        from before the change, and a 'current' mean over them hid a doubled variance
+        (measured: 1.77 against 1.76, so the shift's sign was noise and the check failed).
+        The split is chosen on ranks, so a few extreme values do not pull it to the last
+        handful; the current part has at least ``MIN_CURRENT`` values.
+        """
         idx = self._recent(min(self.seen, BUFFER))
-        ref = [self.values[i] for i in idx[:-n_cur]]
-        cur = [self.values[i] for i in idx[-n_cur:]]
-        if not ref:
+        vals = [self.values[i] for i in idx]
+        n = len(vals)
+        if n < 2 * MIN_CURRENT:
             return
+        ranks = rankdata(vals)
+        total = float(ranks.sum())
+        best, n_cur, tail = -1.0, MIN_CURRENT, float(ranks[n - MIN_CURRENT + 1:].sum())
+        for k in range(MIN_CURRENT, min(n - MIN_CURRENT, BUFFER // 2) + 1):  # k = values in the current part
+            tail += ranks[n - k]
+            score = abs(tail / k - (total - tail) / (n - k)) * math.sqrt(k * (n - k) / n)
+            if score > best:
+                best, n_cur = score, k
+        ref, cur = vals[:-n_cur], vals[-n_cur:]
         self.pending = (self.seen, sum(ref) / len(ref), sum(cur) / len(cur), n_cur)
+
+    def _holds(self, post: list[Any], ref: float, shift: float, of: Callable[[Any], float], share: float = 0.25) -> bool:
+        """The change held: the values since the cut, and their latest half alone, still show it
+        (same direction, at least a quarter of the size), so a burst that ended stays quiet.
+
+        A quarter, not more: the shift estimated at the cut is the largest over all splits, so
+        it overstates the change, and a rejected real change is not seen again (the detector
+        has adapted to it). A burst over by the latest half leaves that half near zero.
+        Categories ask for half: a rejected mix change is tested again (the reference is kept)."""
+        if not post:
+            return True
+        for part in (post, post[len(post) // 2:]):
+            moved = sum(of(v) for v in part) / len(part) - ref
+            if moved * shift <= 0 or abs(moved) < share * abs(shift):
+                return False
+        return True
 
     def _confirm(self, pos: RawPosition) -> Finding | None:
         cut_seen, ref_mean, cur_mean, n_cur = self.pending
@@ -200,10 +240,8 @@ class Channel:
         after = self.seen - cut_seen
         post = [self.values[i] for i in self._recent(after)] if after else []
         shift = cur_mean - ref_mean
-        if post:
-            post_shift = sum(post) / len(post) - ref_mean
-            if post_shift * shift <= 0 or abs(post_shift) < 0.5 * abs(shift):
-                return None  # a blip: the change did not hold
+        if not self._holds(post, ref_mean, shift, float):
+            return None  # a blip: the change did not hold
         idx = self._recent(min(self.seen, BUFFER))
         n_window = min(n_cur + after, len(idx) - 1)
         ref_vals = [self.values[i] for i in idx[:-n_window]]
@@ -223,6 +261,22 @@ class Channel:
             current=cur,
             first=Position(pos[0], pos[1], first[2], first[3]),
         )
+
+    def _open_categorical_candidate(self, finding: Finding) -> None:
+        top = finding.extra_params["category"]
+        ref_share = finding.reference["mean"]
+        self.pending = (self.seen, finding, top, ref_share, finding.current["mean"] - ref_share)
+
+    def _confirm_categorical(self, pos: RawPosition) -> Finding | None:
+        """The category that moved most must stay moved after the test fired; a burst that ended
+        puts the test's old reference back (its window became the reference when it fired)."""
+        cut_seen, finding, top, ref_share, shift = self.pending
+        self.pending = None
+        post = [self.values[i] for i in self._recent(self.seen - cut_seen)]
+        if self._holds(post, ref_share, shift, lambda v: 1.0 if str(v) == top else 0.0, share=0.5):
+            return finding
+        self.detector.restore_reference()
+        return None
 
     def _categorical_finding(self, pos: RawPosition) -> Finding:
         det: ChiSquareDetector = self.detector  # type: ignore[assignment]

@@ -35,6 +35,9 @@ def events(kind: str, seed: int = 11):
                     amount = None
                 elif kind == "out_of_range" and rng.random() < 0.1:
                     amount = -999.0
+                elif kind == "blip" and i < ONSET + 40:  # 40 events, then back to normal
+                    amount += 25
+                    device = "web"
                 elif kind == "negative_sentinel" and rng.random() < 0.06:
                     latency = -1.0  # inside +-2 spans of the reference, but latency was never negative
                 elif kind == "error_rate":
@@ -89,3 +92,8 @@ def test_each_drift_kind_is_alerted_right_and_alone(kind):
 
 def test_stable_streams_stay_quiet():
     assert run("none") == []
+
+
+def test_a_short_burst_stays_quiet():
+    """40 events of +5 sd and of one category, then back: neither the mean nor the mix alerts."""
+    assert run("blip") == []
