@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 
 import pytest
 
@@ -61,7 +62,7 @@ def running(kafka_settings: Settings, tmp_path_factory):
     group = start_services(settings, ("streams", "sink"), log_dir=run_dir / "logs")
     scenario = Scenario(events_per_slice=2000, drifts=(Drift("us-east", "amount", 1000, size=2.5),))
     assert produce_events(settings, scenario.events()) == scenario.total_events
-    yield settings, group
+    yield settings, group, scenario
     codes = group.stop()
     assert codes == {"streams": 0, "sink": 0}, (codes, (run_dir / "logs" / "sink.log").read_text()[-3000:])
 
@@ -77,7 +78,7 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def test_query_answers_through_the_socket_while_the_sink_runs(running):
-    settings, group = running
+    settings, group, scenario = running
     wait_for(lambda: settings.run_dir.joinpath("clickhouse.sock").is_socket(), 60, "the sink's query socket")
     alerts = wait_for(lambda: query_json(settings, "SELECT slice, feature, alert_type, count() AS n "
                                                    "FROM drift_alerts FINAL GROUP BY slice, feature, alert_type"),
@@ -86,14 +87,21 @@ def test_query_answers_through_the_socket_while_the_sink_runs(running):
     stats = query_json(settings, "SELECT slice, count() AS n, max(drift_score) AS top FROM drift_stats GROUP BY slice")
     assert {s["slice"] for s in stats} >= {"us-east", "eu-west"} and all(s["n"] > 0 for s in stats)
     drifting = json.loads(driftctl(settings, "query", "--format", "json", "--named", "drifting-now").stdout)
-    assert ("us-east", "amount") in [(d["slice"], d["feature"]) for d in drifting]
+    us = {(d["slice"], d["feature"]): d for d in drifting}["us-east", "amount"]
+    onset = datetime.fromtimestamp(scenario.event_time("us-east", 1000) / 1000, UTC).replace(tzinfo=None)
+    since, first = datetime.fromisoformat(us["since"]), datetime.fromisoformat(us["first_alert"])
+    [window] = query_json(settings, "SELECT min(window_start_event_time) AS t FROM drift_alerts "
+                                    "WHERE slice = 'us-east' AND feature = 'amount'")  # fmt: skip
+    start = datetime.fromisoformat(window["t"])
+    # since estimates the change point inside the alert's window: nearer the onset than the window start
+    assert start <= since <= first and abs(since - onset) < abs(start - onset), (start, since, onset, first)
     refused = driftctl(settings, "query", "DROP TABLE drift_alerts")
     assert refused.returncode == 2 and "read-only" in refused.stderr
     assert all(group.alive().values()), "a service died while being queried"
 
 
 def test_report_renders_from_the_running_system(running, tmp_path):
-    settings, _ = running
+    settings, _, _ = running
     wait_for(lambda: query_json(settings, "SELECT count() AS n FROM drift_alerts")[0]["n"], 150, "alerts")
     out = tmp_path / "report.html"
     result = driftctl(settings, "report", "--out", str(out), "--json")
@@ -107,7 +115,7 @@ def test_report_renders_from_the_running_system(running, tmp_path):
 
 
 def test_services_expose_prometheus_metrics(running):
-    settings, _ = running
+    settings, _, _ = running
     streams_port, sink_port = settings.metrics_port, settings.metrics_port + 1
     wait_for(lambda: total(scrape(streams_port), "driftwatch_events_total") >= 1000, 120, "events counted")
     streams = scrape(streams_port)
@@ -124,7 +132,7 @@ def test_services_expose_prometheus_metrics(running):
 
 
 def test_logs_are_json_lines(running):
-    settings, _ = running
+    settings, _, _ = running
     lines = (settings.run_dir / "logs" / "sink.log").read_text().splitlines()
     entries = [json.loads(line) for line in lines if line.startswith("{")]
     assert entries and all({"ts", "level", "logger", "msg"} <= set(e) for e in entries)
@@ -132,7 +140,7 @@ def test_logs_are_json_lines(running):
 
 
 def test_after_the_services_stop_the_store_opens_directly(running):
-    settings, group = running
+    settings, group, _ = running
     assert query_json(settings, "SELECT count() AS n FROM drift_alerts FINAL")[0]["n"] >= 1
     group.stop()
     assert not settings.run_dir.joinpath("clickhouse.sock").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
@@ -188,10 +188,14 @@ def test_drifting_now_names_slices_features_and_since_when(server):
     assert set(got) == {("eu-west", "amount"), ("ap-south", "amount")}  # us-east's alert is long over
     eu = got["eu-west", "amount"]
     t0 = datetime.fromtimestamp(story.T0 / 1000, UTC).replace(tzinfo=None)
-    assert eu["since"] == t0.replace(minute=55) and eu["alerts"] == 3  # the replayed alert counts once
+    # the first alert's window runs from minute 55 to 62 with 500 reference and 200 current values:
+    # the change began 5/7 of the way in, at minute 60, where the story shifts (not at the window start)
+    assert eu["since"] == t0 + timedelta(minutes=60) and eu["first_alert"] == t0 + timedelta(minutes=62)
+    assert eu["alerts"] == 3  # the replayed alert counts once
     assert eu["max_severity"] == "HIGH" and eu["alert_types"] == ["DATA_DRIFT"]
     assert eu["latest_score"] == 40.0 + story.LAST_MINUTE
-    assert ("us-east", "") in {(r["slice"], r["feature"]) for r in wide}
+    us = {(r["slice"], r["feature"]): r for r in wide}["us-east", ""]  # performance: no stats, no score
+    assert us["latest_score"] is None and us["alert_types"] == ["PERFORMANCE_DRIFT"]
 
 
 def test_alert_to_retraining_to_result_and_compute_saved(server):
@@ -209,6 +213,37 @@ def test_alert_to_retraining_to_result_and_compute_saved(server):
     assert (row["tier"], row["jobs"], row["promoted"], row["share_params_updated"]) == ("ADAPTER", 1, 1, 0.001)
     assert row["full_retrain_seconds"] == 2500.0 and row["saved_seconds"] == 2497.5
     assert row["full_cost_basis"] == "scaled by parameters"
+
+
+def test_dead_letters_group_one_cause_per_row(ch):
+    """Reasons differing only by a message's own bytes, JSON position or value are one cause."""
+    letters = [  # (offset, reason, preview): the messages the streams worker really rejects
+        (1, "event: neither Avro single-object encoding (marker C3 01) nor a JSON object (first bytes 6e6f74)", "not"),
+        (2, "event: neither Avro single-object encoding (marker C3 01) nor a JSON object (first bytes 000102)", "x"),
+        (3, "event: invalid JSON: Expecting ',' delimiter: line 1 column 39 (char 38)", "{"),
+        (4, "event: invalid JSON: Expecting ',' delimiter: line 1 column 7 (char 6)", "{"),
+        (5, "features.amount: expected a number or null, got 'lots'", "{a}"),
+        (6, "features.amount: expected a number or null, got 'many'", "{b}"),
+        (6, "features.amount: expected a number or null, got 'many'", "{b}"),  # a replay
+        (7, "event: required field(s) missing or empty: ['event_time']", "{c}"),
+    ]
+    source = " UNION ALL ".join(
+        f"SELECT 't' AS source_topic, 0 AS source_partition, toInt64({o}) AS source_offset, 'SchemaError' AS "
+        f"error_type, '{r.replace(chr(39), chr(92) + chr(39))}' AS reason, toDateTime64({o}, 3, 'UTC') AS failed_at, "
+        f"'{p}' AS value_preview" for o, r, p in letters)  # fmt: skip
+    q = get_query("dead-letters")
+    assert q.sql.count("FROM dead_letters") == 1
+    cols, rows = query(ch, q.sql.replace("FROM dead_letters", f"FROM ({source})"))
+    got = {r["reason"]: r for r in (dict(zip(cols, row)) for row in rows)}
+    assert {k: v["messages"] for k, v in got.items()} == {
+        "event: neither Avro single-object encoding (marker C3 01) nor a JSON object": 2,
+        "event: invalid JSON: Expecting ',' delimiter": 2,
+        "features.amount: expected a number or null": 2,  # the replay counts once
+        "event: required field(s) missing or empty: ['event_time']": 1,
+    }
+    first = got["features.amount: expected a number or null"]
+    assert (first["example_reason"], first["example"]) == ("features.amount: expected a number or null, got 'lots'",
+                                                           "{a}")  # fmt: skip
 
 
 def test_counts_ignore_replays(server):

@@ -3,15 +3,30 @@
 -- "Now" is data time: the newest event time the detectors reported for the model, so a
 -- replay or a historical backfill reads like live data. A (slice, feature) drifts now when
 -- its latest run of alerts (alerts no more than window_minutes apart) reaches within
--- window_minutes of that time; since = the start of the first detection window of the run.
--- Alerts are deduplicated by alert_id (GROUP BY), stats give the latest drift score.
+-- window_minutes of that time. since = where the change began by the detectors' own
+-- estimate, the earliest over the run: an alert's window holds a reference part and a
+-- current (changed) part, and the current part starts reference_count / (reference_count +
+-- current_count) of the way through the window (event time interpolated; for categorical
+-- detectors the window is the current part). first_alert = when the change was first
+-- confirmed. Alerts are deduplicated by alert_id (GROUP BY); latest_score is the newest
+-- DriftStat score of the feature (NULL when no stats are kept for it: labels, performance,
+-- categorical features).
 -- param: window_minutes UInt32 = 60
 WITH
     alerts AS (
         SELECT alert_id, any(model) AS model, any(slice) AS slice, ifNull(any(feature), '') AS feature,
                any(alert_type) AS alert_type, any(severity) AS severity,
-               any(window_start_event_time) AS started, any(window_end_event_time) AS ended
+               any(window_start_event_time) AS started, any(window_end_event_time) AS ended,
+               any(reference_count) AS ref_n, any(current_count) AS cur_n,
+               any(detector_params['channel']) AS channel
         FROM drift_alerts GROUP BY alert_id
+    ),
+    estimated AS (
+        SELECT *, if(channel = 'category' OR ref_n <= 0 OR cur_n <= 0, started,
+                     fromUnixTimestamp64Milli(toInt64(toUnixTimestamp64Milli(started)
+                         + (toUnixTimestamp64Milli(ended) - toUnixTimestamp64Milli(started)) * ref_n / (ref_n + cur_n)),
+                         'UTC')) AS change_start
+        FROM alerts
     ),
     data_now AS (
         SELECT model, max(t) AS now_t FROM (
@@ -27,7 +42,7 @@ WITH
                                lagInFrame(ended, 1, ended) OVER (PARTITION BY model, slice, feature ORDER BY ended
                                                                  ROWS BETWEEN 1 PRECEDING AND CURRENT ROW),
                                ended) > {window_minutes:UInt32} * 60000 AS gap
-            FROM alerts
+            FROM estimated
         )
     ),
     latest_run AS (
@@ -41,12 +56,13 @@ SELECT
     r.model AS model,
     r.slice AS slice,
     r.feature AS feature,
-    min(r.started) AS since,
+    min(r.change_start) AS since,
+    min(r.ended) AS first_alert,
     max(r.ended) AS last_alert,
     count() AS alerts,
     arraySort(groupUniqArray(r.alert_type)) AS alert_types,
     ['LOW', 'MEDIUM', 'HIGH'][max(indexOf(['LOW', 'MEDIUM', 'HIGH'], r.severity))] AS max_severity,
-    any(s.latest_score) AS latest_score,
+    if(any(s.slice) = '', NULL, any(s.latest_score)) AS latest_score,
     any(n.now_t) AS data_now
 FROM runs AS r
 INNER JOIN latest_run AS l ON r.model = l.model AND r.slice = l.slice AND r.feature = l.feature AND r.run = l.run
