@@ -17,8 +17,8 @@ driftwatch_sink_insert_failures_total       failed ClickHouse inserts (the batch
 driftwatch_retrain_requests_total{model,tier}  retrain requests sent by the policy router
 driftwatch_retrain_jobs_total{model,tier,decision}  retrain jobs finished (PROMOTED, REJECTED, ROLLED_BACK)
 driftwatch_retrain_train_seconds{tier}      histogram of training time per job
-driftwatch_retrain_params_updated_total     parameters trained by the jobs; with ...params_total_total the
-driftwatch_retrain_params_total_total       share selective retraining touched (compute saved)
+driftwatch_retrain_params_updated_total     parameters trained by the jobs; over driftwatch_retrain_params_total
+driftwatch_retrain_params_total             (parameters of the models they updated) the share retraining touched
 driftwatch_query_requests_total{outcome}    SQL answered on the query socket (ok, refused, query, request)
 ==========================================  ==========================================================
 """

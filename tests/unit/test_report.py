@@ -10,7 +10,17 @@ import pytest
 
 from consumers.query_server import open_reader
 from consumers.store import apply_schema, close_clickhouse, open_clickhouse
-from deploy.report import QUERIES, ReportData, Table, gather, render, write_report
+from deploy.report import (
+    QUERIES,
+    ReportData,
+    Table,
+    dead_letters_figure,
+    drift_timeline_figure,
+    gather,
+    render,
+    retrain_requests,
+    write_report,
+)
 from schemas.settings import load_settings
 from tests.unit import monitoring_data as story
 
@@ -109,3 +119,53 @@ def test_an_empty_store_renders_explicit_empty_panels():
     assert "No retraining yet" in page and "No dead letters" in page and "No alerts yet" in page
     assert 'class="plotly-graph-div"' not in page
     assert page.count('data-empty="true"') == 5
+
+
+# --- the figures say what the data says ----------------------------------------------------------
+
+
+def _rows(data: ReportData, name: str) -> list[dict]:
+    return data[name]
+
+
+def test_timeline_alerts_sit_on_their_slice_row_and_zero_scores_are_gaps(report):
+    _, data, _ = report
+    alerts = _rows(data, "alerts")
+    timeline = [dict(r) for r in _rows(data, "drift-timeline")]
+    for r in timeline:  # no reference yet on any feature of the slice: not a point at some floor
+        if (r["slice"], r["minute"]) == (timeline[0]["slice"], timeline[0]["minute"]):
+            r["score_max"] = 0.0
+    fig = drift_timeline_figure(timeline, alerts)
+    strip = [t for t in fig.data if t.yaxis == "y2" and t.x and t.x[0] is not None]
+    assert sum(len(t.x) for t in strip) == len(alerts) == 5  # every distinct alert once, on the alert row
+    assert {y for t in strip for y in t.y} == {a["slice"] for a in alerts}
+    lines = {t.name: t for t in fig.data if t.yaxis == "y" and t.mode == "lines+markers"}
+    alerted = {a["slice"] for a in alerts}
+    assert alerted <= set(lines) and len({lines[s].line.color for s in alerted}) == len(alerted)  # own colours
+    first = next(t for t in fig.data if t.yaxis == "y" and t.customdata[0][0] == timeline[0]["slice"])
+    assert None in first.y and 0.0 not in first.y
+    legend = {t.name for t in fig.data if t.showlegend is not False}
+    assert {"HIGH alert", "MEDIUM alert", "LOW alert", "data drift", "performance drift"} <= legend
+
+
+def test_dead_letter_bars_stay_apart_and_retraining_reads_per_request(report):
+    _, data, _ = report
+    dead = [{"source_topic": "t", "error_type": "SchemaError", "reason": "event: neither Avro nor JSON " + "x" * 80 + k,
+             "messages": n, "example": ""} for k, n in (("a", 1), ("b", 2))]  # fmt: skip
+    fig = dead_letters_figure(dead)
+    assert len(set(fig.data[0].y)) == 2 and list(fig.data[0].x) == [1, 2]  # same-looking reasons: two bars
+    requests = {r["request_id"]: r for r in retrain_requests(_rows(data, "alert-retraining"))}
+    assert set(requests) == {"req-eu", "req-us"}
+    assert requests["req-eu"]["from_alerts"].count("DATA_DRIFT eu-west/amount") == 2
+    assert requests["req-eu"]["metric"] == "log_loss 0.62 -> 0.41" and requests["req-eu"]["new_version"] == "v2"
+    assert requests["req-us"]["decision"] == "PENDING" and requests["req-us"]["metric"] == ""
+    assert "(performance)" in requests["req-us"]["from_alerts"]
+
+
+def test_report_tables_fit_and_mark_outcomes(report):
+    _, _, path = report
+    page = path.read_text(encoding="utf-8")
+    assert page.count('<div class="scroll"><table>') >= 5  # wide tables scroll inside their panel
+    assert '<td class="col-decision PROMOTED">PROMOTED</td>' in page
+    assert "<summary>the latest alerts (5)</summary>" in page
+    assert "since (est.)" in page
