@@ -23,6 +23,9 @@ def channel_specs(settings: Settings) -> dict[str, tuple[str, dict[str, Any]]]:
         "range": ("bernoulli_cusum", cusum),
         "category": ("chi_square", {"alpha": settings.chi_square_alpha}),
         "error": ("bernoulli_cusum", {"arl": settings.error_arl}),  # binary labels: 0/1 misclassification
+        # ... and within each class: a rare class reaches 500 values late, so its reference is shorter
+        "error_pos": ("bernoulli_cusum", {"arl": settings.error_arl, "reference_size": 100}),
+        "error_neg": ("bernoulli_cusum", {"arl": settings.error_arl, "reference_size": 100}),
         "abs_error": ("adwin", delta),  # other labels: absolute error
         "label": ("adwin", delta),
     }

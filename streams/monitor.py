@@ -17,6 +17,7 @@ prediction error, the label) holding *channels*: one detector on one derived str
 | categorical      | category   | chi_square               | DATA_DRIFT        |
 |                  | missing    | bernoulli_cusum on 0/1   | DATA_QUALITY      |
 | error (feature null) | error  | bernoulli_cusum on 0/1 misclassification | PERFORMANCE_DRIFT |
+|                  | error_pos, error_neg | bernoulli_cusum on misclassification among label 1 / label 0 | PERFORMANCE_DRIFT |
 |                  | abs_error  | adwin on the absolute error (non-binary labels) | PERFORMANCE_DRIFT |
 | label            | label      | adwin                    | LABEL_DRIFT       |
 
@@ -47,7 +48,7 @@ from streams.detectors import ChiSquareDetector, Detector
 BUFFER = 1024  # recent values kept per channel, for window summaries and provenance
 MASK = BUFFER - 1  # BUFFER is a power of two
 MIN_CURRENT = 20  # fewest values after an estimated change point
-STATE_VERSION = 3  # bump when SliceState's shape changes: older snapshots then start fresh
+STATE_VERSION = 4  # bump when SliceState's shape changes: older snapshots then start fresh
 ERROR_GROUP = "\x00error"  # group key of the prediction error; its alerts have feature null
 LABEL_GROUP = "label"
 
@@ -316,6 +317,8 @@ class Group:
         "category",
         "channels",
         "error",
+        "error_neg",
+        "error_pos",
         "feature",
         "hi",
         "interval",
@@ -390,7 +393,8 @@ GROUP_CHANNELS: dict[str, tuple[tuple[str, str], ...]] = {
                 ("range", "DATA_QUALITY")),
     "categorical": (("category", "DATA_DRIFT"), ("missing", "DATA_QUALITY")),
     "label": (("label", "LABEL_DRIFT"),),
-    "error": (("error", "PERFORMANCE_DRIFT"), ("abs_error", "PERFORMANCE_DRIFT")),
+    "error": (("error", "PERFORMANCE_DRIFT"), ("error_pos", "PERFORMANCE_DRIFT"), ("error_neg", "PERFORMANCE_DRIFT"),
+              ("abs_error", "PERFORMANCE_DRIFT")),
 }  # fmt: skip
 NUMERIC_CHANNELS = GROUP_CHANNELS["numeric"]
 CATEGORICAL_CHANNELS = GROUP_CHANNELS["categorical"]
@@ -502,13 +506,18 @@ class Monitor:
                     g = st.error = self._new_group(st.model, "error", None)
                 if g is not None:
                     if label in (0, 1) and 0.0 <= prediction <= 1.0:  # binary: 0/1 misclassification
-                        ch, err = g.error, float((prediction >= 0.5) != (label == 1))
+                        err = float((prediction >= 0.5) != (label == 1))
+                        # overall, and within the class: a recall drop on 3% positives barely
+                        # moves the overall error (1.3% -> 3%) but is 10% -> 70% among positives
+                        channels = (g.error, g.error_pos if label == 1 else g.error_neg)
                     else:  # regression: absolute error
-                        ch, err = g.abs_error, abs(prediction - float(label))
-                    if ch is not None:
-                        f = ch.feed(err, pos, confirm)
-                        if f is not None:
-                            self._fire(st, g, ch, f, pos, now_ms, out)
+                        err, channels = abs(prediction - float(label)), (g.abs_error,)
+                    for ch in channels:
+                        if ch is not None:
+                            f = ch.feed(err, pos, confirm)
+                            if f is not None:
+                                self._fire(st, g, ch, f, pos, now_ms, out)
+                                break  # the group's other error channels are quiet now
         return out
 
     def _numeric(self, st: SliceState, g: Group, value: float | None, pos: RawPosition, now_ms: int, out: Output) -> None:

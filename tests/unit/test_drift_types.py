@@ -97,3 +97,23 @@ def test_stable_streams_stay_quiet():
 def test_a_short_burst_stays_quiet():
     """40 events of +5 sd and of one category, then back: neither the mean nor the mix alerts."""
     assert run("blip") == []
+
+
+def test_a_recall_drop_on_a_rare_class_is_a_performance_drift():
+    """3% positives, recall 0.9 -> 0.3: the overall error only goes 1.3% -> 3%, the error among
+    positives 10% -> 70%; the class-conditional channel sees it, the stable slice stays quiet."""
+    rng = np.random.default_rng(4)
+    monitor = Monitor(prototypes(load_settings()), MonitorConfig())
+    alerts, onset = [], 4000
+    for i in range(12_000):
+        for s in ("s0", "s1"):
+            label = int(rng.random() < 0.03)
+            miss = 0.7 if s == "s1" and i >= onset else 0.1
+            hit = rng.random() >= (miss if label else 0.01)
+            prediction = float(rng.uniform(0.5, 1.0) if hit == bool(label) else rng.uniform(0.0, 0.5))
+            ev = {"model": "m", "slice": s, "event_time": i, "features": {}, "categorical": {},
+                  "prediction": prediction, "label": label}
+            alerts += monitor.observe(ev, "t", 0, 2 * i + (s == "s1"), now_ms=0).alerts
+    assert {(a["slice"], a["alert_type"], a["feature"]) for a in alerts} == {("s1", "PERFORMANCE_DRIFT", None)}
+    assert alerts[0]["detector_params"]["channel"] == "error_pos"
+    assert alerts[0]["last_offset"] // 2 - onset < 3000  # some 90 positives after the onset
