@@ -7,7 +7,7 @@ from collections.abc import Callable
 from contextlib import closing
 from typing import Any, TextIO
 
-from deploy.kafka_util import iter_topic, value_decoder
+from deploy.kafka_util import group_is_catching_up, iter_topic, value_decoder
 from schemas.codec import ALERT
 from schemas.settings import Settings
 
@@ -23,6 +23,10 @@ def tail_alerts(
 ) -> int:
     """Read alerts until ``idle_timeout`` seconds pass with none (or forever with ``follow``).
 
+    Idle time counts only once the streams worker has caught up with the events topic (or
+    stopped moving): right after ``driftctl produce`` the worker may still be minutes from
+    the drifts, and a tail that gave up after 30 quiet seconds would miss every alert.
+
     Reads all partitions by assignment (no group membership, nothing committed), so
     any number of tails can run side by side without moving anyone's offsets.
     """
@@ -35,6 +39,7 @@ def tail_alerts(
         idle=None if follow else idle_timeout,
         stop=stop,
         on_error=on_error,
+        busy=group_is_catching_up(settings, settings.app_id, settings.topics.events),
     )
     with closing(records):
         for alert in records:

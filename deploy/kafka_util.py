@@ -120,6 +120,7 @@ def iter_topic(
     stop: Callable[[], bool] | None = None,
     on_error: Callable[[str], None] | None = None,
     poll: float = 0.5,
+    busy: Callable[[], bool] | None = None,
 ) -> Iterator[Any]:
     """Records of every partition of ``topic`` (decoded by ``decode(msg)``, or the raw
     confluent messages), read by assignment: no group membership, nothing committed, so
@@ -128,7 +129,8 @@ def iter_topic(
     Start: ``"beginning"``, ``"end"`` or {partition: offset}. It stops at the first of:
     ``until_end`` and every partition read up to its end as of the start (then, with
     ``idle``, once nothing came for ``idle`` s); without ``until_end``, ``idle`` s with no
-    record; ``timeout`` s in all; ``stop()`` true; or the caller leaving the loop.
+    record (but while ``busy()`` says more may come, the idle clock starts again); ``timeout``
+    s in all; ``stop()`` true; or the caller leaving the loop.
     Consumer errors (not end-of-partition) and records ``decode`` rejects with a
     SchemaError go to ``on_error`` and are skipped.
     """
@@ -162,7 +164,9 @@ def iter_topic(
             if until_end and not ends and (idle is None or now - last >= idle):
                 return
             if not until_end and idle is not None and now - last >= idle:
-                return
+                if busy is None or not busy():
+                    return
+                last = now
             msg = c.poll(poll)
             if msg is None:
                 continue
@@ -187,6 +191,27 @@ def iter_topic(
             yield record
     finally:
         c.close()
+
+
+def group_is_catching_up(settings: Settings, group: str, topic: str) -> Callable[[], bool]:
+    """A ``busy`` check for :func:`iter_topic`: ``group`` has not yet committed the end of
+    ``topic`` and is moving (its commits advanced since the last call, or this is the first).
+    A group that stopped, or never ran, is not busy, so a reader still ends."""
+    seen: dict[str, int | None] = {"committed": None}
+
+    def busy() -> bool:
+        try:
+            ends = end_offsets(settings, topic, timeout=10)
+            done = committed_offsets(settings, group, topic)
+        except KafkaException:
+            return False
+        committed = sum(max(done.get(p, 0), 0) for p in ends)
+        lag = sum(ends.values()) - committed
+        moving = seen["committed"] is None or committed > seen["committed"]
+        seen["committed"] = committed
+        return lag > 0 and moving
+
+    return busy
 
 
 def value_decoder(decode: Callable[[bytes], Any]) -> Callable[[Any], Any]:

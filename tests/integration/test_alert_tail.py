@@ -45,3 +45,33 @@ def test_tail_from_the_beginning_and_from_the_end(kafka_settings: Settings):
     assert tail_alerts(settings, got.append, from_beginning=False, idle_timeout=2) == 0  # only new alerts
     assert len(read_topic(settings, settings.topics.alerts, timeout=30)) == 4  # raw messages, read to the end
     assert tail_alerts(settings, got.append, from_beginning=True, follow=True, stop=lambda: len(got) >= 4) >= 1
+
+
+def test_the_idle_clock_waits_while_the_streams_worker_catches_up(kafka_settings: Settings, fresh_group: str):
+    """Events the worker has not committed yet: the tail keeps waiting while the group moves,
+    and ends once the group stops moving (a worker that is not running never holds it)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from deploy.kafka_util import group_is_catching_up, iter_topic
+
+    settings = kafka_settings.model_copy(update={"topic_prefix": f"{kafka_settings.topic_prefix}-lag{uuid.uuid4().hex[:6]}"})
+    ensure_topics(settings)
+    p = Producer(settings.producer_config())
+    for i in range(10):
+        p.produce(settings.topics.events, key=b"s", value=b"{}", partition=0)
+    assert p.flush(30) == 0
+    group = Consumer(settings.confluent_config(**{"group.id": fresh_group, "enable.auto.commit": False}))
+    busy = group_is_catching_up(settings, fresh_group, settings.topics.events)
+    calls = []
+
+    def moving_worker() -> bool:  # the "worker" commits one more event per idle check, three times
+        if len(calls) < 3:
+            group.commit(offsets=[TopicPartition(settings.topics.events, 0, len(calls) + 1)], asynchronous=False)
+        calls.append(busy())
+        return calls[-1]
+
+    t0 = time.monotonic()
+    assert list(iter_topic(settings, settings.topics.alerts, start="end", idle=0.5, busy=moving_worker)) == []
+    group.close()
+    assert calls == [True, True, True, False]  # the fourth check saw no progress: done
+    assert time.monotonic() - t0 >= 2.0
