@@ -422,8 +422,9 @@ def render(data: ReportData) -> str:
         parts.append(_panel("drift-timeline", "Drift score per slice", _plot(
             drift_timeline_figure(timeline, alerts), "plot-drift-timeline"),
             "Top: the highest drift score over a slice's numeric features per stats interval (event time; "
-            "slices with alerts in colour, the others grey). The score compares an interval's mean with the "
-            "reference kept since the feature's last alert, so it drops back after an alert. Bottom: every alert on "
+            "slices with alerts in colour, the others grey). The score is the interval mean's distance from the "
+            "feature's first 1,000 values, in their standard deviations (about 0.03 is noise; it stays up while "
+            "the slice stays drifted). Bottom: every alert on "
             "its slice's row at the event time it was confirmed; colour = severity, symbol = type. "
             "Hover for the feature, detector, statistic and alert id."))  # fmt: skip
     else:

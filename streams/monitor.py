@@ -48,6 +48,7 @@ from streams.detectors import ChiSquareDetector, Detector
 BUFFER = 1024  # recent values kept per channel, for window summaries and provenance
 MASK = BUFFER - 1  # BUFFER is a power of two
 MIN_CURRENT = 20  # fewest values after an estimated change point
+SCORE_REFERENCE = 1000  # a numeric feature's first values (out-of-range ones aside): what drift_score compares to
 STATE_VERSION = 4  # bump when SliceState's shape changes: older snapshots then start fresh
 ERROR_GROUP = "\x00error"  # group key of the prediction error; its alerts have feature null
 LABEL_GROUP = "label"
@@ -341,7 +342,7 @@ class Group:
             setattr(self, name, channels.get(name))
         self.interval = _Running()  # since the last DriftStat
         self.interval_first: RawPosition | None = None
-        self.reference = _Running()  # since the last alert: what drift_score compares to
+        self.reference = _Running()  # the first SCORE_REFERENCE values: what drift_score compares to
         self.range_seen: list[float] = []
         self.lo, self.hi = -math.inf, math.inf
         self.range_ready = False
@@ -549,10 +550,11 @@ class Monitor:
                 iv.mean += d / iv.n
                 iv.m2 += d * (value - iv.mean)
                 ref = g.reference
-                ref.n += 1
-                d = value - ref.mean
-                ref.mean += d / ref.n
-                ref.m2 += d * (value - ref.mean)
+                if ref.n < SCORE_REFERENCE:
+                    ref.n += 1
+                    d = value - ref.mean
+                    ref.mean += d / ref.n
+                    ref.m2 += d * (value - ref.mean)
                 if g.mean is not None:
                     f = g.mean.feed(value, pos, confirm)
                     if f is not None:
@@ -597,8 +599,6 @@ class Monitor:
             if other.alert_type == ch.alert_type:
                 other.quiet_until = other.seen + self.config.cooldown_events
                 other.pending = None
-        if ch.alert_type == "DATA_DRIFT":
-            g.reference = _Running()
         out.alerts.append(self._alert(st, g, ch, finding, pos, now_ms))
 
     def _alert(self, st: SliceState, g: Group, ch: Channel, f: Finding, pos: Position, now_ms: int) -> dict[str, Any]:
@@ -634,7 +634,9 @@ class Monitor:
         pos = Position(*pos)
         iv, ref = g.interval, g.reference
         total = iv.n + iv.missing
-        drift_score = abs(iv.mean - ref.mean) / (math.sqrt(ref.var / iv.n) or 1e-12) if ref.n > 1 and iv.n else 0.0
+        # effect size against the feature's first values: 0.03 is noise for a 1,000-value interval,
+        # 1 a shift of one reference sd; it stays up while the slice stays drifted
+        drift_score = abs(iv.mean - ref.mean) / (math.sqrt(ref.var) or 1e-12) if ref.n > 1 and iv.n else 0.0
         first = Position(*g.interval_first) if g.interval_first else pos
         mean_ch = g.channels.get("mean")
         seen = mean_ch.seen if mean_ch else iv.n

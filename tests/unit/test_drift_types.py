@@ -117,3 +117,16 @@ def test_a_recall_drop_on_a_rare_class_is_a_performance_drift():
     assert {(a["slice"], a["alert_type"], a["feature"]) for a in alerts} == {("s1", "PERFORMANCE_DRIFT", None)}
     assert alerts[0]["detector_params"]["channel"] == "error_pos"
     assert alerts[0]["last_offset"] // 2 - onset < 3000  # some 90 positives after the onset
+
+
+def test_the_drift_score_shows_the_drift_and_stays_up():
+    """Effect size against the feature's first values: near 0 while stable, about the shift
+    (10 / 5 = 2 reference sds) on the drifted slice, also after its alert."""
+    monitor = Monitor(prototypes(load_settings()), MonitorConfig())
+    scores: dict[str, list[float]] = {}
+    for offset, ev in enumerate(events("mean")):
+        for stat in monitor.observe(ev, "drift.events", 0, offset, now_ms=0).stats:
+            if stat["feature"] == "amount":
+                scores.setdefault(stat["slice"], []).append(stat["drift_score"])
+    assert max(scores["s0"]) < 0.2 and max(scores["s2"]) < 0.2
+    assert scores["s1"][-1] > 1.5 and min(scores["s1"][-2:]) > 1.5
