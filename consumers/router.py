@@ -42,7 +42,7 @@ range from the estimated onset of the change (the window's current part counted 
 last offset, :func:`onset_offset`) minus ``reference_events`` to the partition's end at request
 time (the drifted regime, up to now), capped at ``snapshot_max_events``; for every other
 partition its last ``other_partition_events`` events (the other slices, for the "no other slice
-got worse" check and a model's first-job bootstrap); ``slice_filter`` = the request's slices;
+got worse" check); ``slice_filter`` = the request's slices;
 ``labelled_only`` true. The job trains the targets on all of their slices' events in the
 snapshot, so by default (``reference_events`` 0) it holds no pre-drift data of the drifted slice.
 """

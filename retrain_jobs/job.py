@@ -42,6 +42,29 @@ def labelled_events(events: Sequence[Mapping[str, Any]], model: str) -> list[Map
     return [e for e in events if e.get("model") == model and e.get("label") is not None]
 
 
+def onset_time(events: Sequence[Mapping[str, Any]], slices: Sequence[str]) -> int | None:
+    """Event time (epoch ms) the request's drifted data starts at: the earliest event of its
+    slices in its snapshot, which the router starts at the estimated onset. None if it has none."""
+    wanted = set(slices)
+    return min((int(e["event_time"]) for e in events if e["slice"] in wanted), default=None)
+
+
+def snapshot_reference(events: Sequence[Mapping[str, Any]], slices: Sequence[str]) -> list[Mapping[str, Any]]:
+    """What a model with no version is fitted on when the request's own snapshot is all there
+    is: its events older than the drift onset (:func:`onset_time`; other partitions' ranges
+    may reach back further); else the other slices' events; else the alerted slices' earliest
+    half. The first of these with at least :data:`MIN_REFERENCE_EVENTS` events."""
+    onset = onset_time(events, slices)
+    before = [e for e in events if onset is not None and e["event_time"] < onset]
+    if len(before) >= MIN_REFERENCE_EVENTS:
+        return before
+    others = [e for e in events if e["slice"] not in set(slices)]
+    if len(others) >= MIN_REFERENCE_EVENTS:
+        return others
+    ordered = sorted(events, key=lambda e: (e["event_time"], e["event_id"]))
+    return ordered[: len(ordered) // 2]
+
+
 def bootstrap(
     model: str,
     events: Sequence[Mapping[str, Any]],
@@ -152,12 +175,8 @@ def run_job(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]], reg
             raise DataError(f"the snapshot holds no labelled events of model {model!r}")
         train, val, hold = split_events(labelled, settings.retrain_holdout_share, settings.retrain_val_share,
                                         settings.retrain_seed)
-        if registry.current(model) is None:
-            reference = [e for e in train + val if e["slice"] not in slices]
-            if len(reference) < MIN_REFERENCE_EVENTS:  # only the alerted slices: their earliest half
-                ordered = sorted(train + val, key=lambda e: (e["event_time"], e["event_id"]))
-                reference = ordered[: len(ordered) // 2]
-            bootstrap_for(request, reference, registry, settings, dict(snapshot))
+        if registry.current(model) is None:  # no reference data reached the worker: the snapshot's own
+            bootstrap_for(request, snapshot_reference(train + val, slices), registry, settings, dict(snapshot))
         if request["tier"] == "FULL":
             train_t, val_t = train, val
         else:

@@ -4,8 +4,10 @@ Reproducibility is the point: a RetrainRequest names offsets, not "the latest da
 re-run reads exactly the same events. The reader assigns partitions and seeks (no group
 membership, no commits), stops each partition at its exclusive end offset, skips messages that
 do not decode (counted and logged; the streams worker already sent them to the DLQ) and applies
-``labelled_only``. It returns every slice in the ranges: the job trains on the slice filter and
-checks the other slices for regressions.
+``labelled_only`` and, when the snapshot names one, ``before_event_time`` (events from that
+epoch-millisecond time on are left out: what a first version's reference data uses to stop at a
+drift's onset on every partition). It returns every slice in the ranges: the job trains on the
+slice filter and checks the other slices for regressions.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from schemas.codec import decode_event
-from schemas.errors import InfraError, SchemaError
+from schemas.errors import ConfigError, InfraError, SchemaError
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,10 @@ def _consumer(settings: Settings) -> Consumer:
 
 
 def read_snapshot(settings: Settings, snapshot: Mapping[str, Any], timeout: float = 60.0) -> list[dict]:
-    """The decoded events of ``snapshot['ranges']`` (end exclusive), labelled ones only if asked."""
+    """The decoded events of ``snapshot['ranges']`` (end exclusive), labelled ones only if asked,
+    older than ``snapshot['before_event_time']`` if it names one."""
     topic = snapshot["topic"]
+    keep = snapshot_filter(snapshot)
     wanted = {
         int(r["partition"]): (int(r["start_offset"]), int(r["end_offset"]))
         for r in snapshot["ranges"]
@@ -93,7 +97,7 @@ def read_snapshot(settings: Settings, snapshot: Mapping[str, Any], timeout: floa
                         skipped += 1
                         log.debug("snapshot %s[%d]@%d skipped: %s", topic, p, off, exc)
                     else:
-                        if not snapshot.get("labelled_only", True) or event.get("label") is not None:
+                        if keep(event):
                             by_partition.setdefault(p, []).append(event)
                 if off >= end - 1:
                     pending.discard(p)
@@ -102,6 +106,21 @@ def read_snapshot(settings: Settings, snapshot: Mapping[str, Any], timeout: floa
     if skipped:
         log.warning("snapshot of %s: skipped %d undecodable message(s)", topic, skipped)
     return [e for p in sorted(by_partition) for e in by_partition[p]]  # partition then offset order: reproducible
+
+
+def snapshot_filter(snapshot: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
+    """The snapshot's event filter: ``labelled_only`` (default true) and ``before_event_time``."""
+    labelled_only = snapshot.get("labelled_only", True)
+    before = snapshot.get("before_event_time")
+    if before is not None and (isinstance(before, bool) or not isinstance(before, int)):
+        raise ConfigError(f"snapshot before_event_time: expected epoch milliseconds (int) or null, got {before!r}")
+
+    def keep(event: Mapping[str, Any]) -> bool:
+        if labelled_only and event.get("label") is None:
+            return False
+        return before is None or event["event_time"] < before
+
+    return keep
 
 
 def latest_ranges(settings: Settings, topic: str, max_events_per_partition: int | None = None) -> list[dict]:
@@ -123,12 +142,16 @@ def latest_ranges(settings: Settings, topic: str, max_events_per_partition: int 
         consumer.close()
 
 
-def reference_snapshot(settings: Settings, snapshot: Mapping[str, Any], max_events_per_partition: int) -> dict:
-    """The oldest retained events of ``snapshot``'s topic that come before its own ranges.
+def reference_snapshot(settings: Settings, snapshot: Mapping[str, Any], max_events_per_partition: int,
+                       before_event_time: int | None = None) -> dict:
+    """The oldest retained events of ``snapshot``'s topic that come before its own ranges and,
+    if given, before ``before_event_time`` (epoch ms).
 
     What a model with no version yet is bootstrapped on: the data from before the drift that
     triggered its first request (the request's snapshot starts at the estimated onset). A
     partition the snapshot does not name contributes its oldest events. Every slice is kept.
+    The offset bound alone stops only the alerted partitions at the onset (the snapshot holds
+    just the latest events of the others), hence the event-time bound for every partition.
     """
     topic = snapshot["topic"]
     starts = {int(r["partition"]): int(r["start_offset"]) for r in snapshot["ranges"]}
@@ -138,4 +161,7 @@ def reference_snapshot(settings: Settings, snapshot: Mapping[str, Any], max_even
         end = min(low + max_events_per_partition, starts.get(p, r["end_offset"]))
         if end > low:
             ranges.append({"partition": p, "start_offset": low, "end_offset": end})
-    return {"topic": topic, "ranges": ranges, "slice_filter": [], "labelled_only": True}
+    out: dict[str, Any] = {"topic": topic, "ranges": ranges, "slice_filter": [], "labelled_only": True}
+    if before_event_time is not None:
+        out["before_event_time"] = int(before_event_time)
+    return out

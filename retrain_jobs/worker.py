@@ -53,7 +53,7 @@ PUBLISH_TIMEOUT = 30.0
 
 ReadSnapshot = Callable[[Settings, dict], list[dict]]
 RunJob = Callable[[dict, list[dict], Any, Settings], dict]
-Bootstrap = Callable[[Settings, dict, Any, ReadSnapshot], None]
+Bootstrap = Callable[[Settings, dict, list[dict], Any, ReadSnapshot], None]
 
 
 def failed_result(request: dict[str, Any], reason: str, seconds: float = 0.0) -> dict[str, Any]:
@@ -68,22 +68,29 @@ def failed_result(request: dict[str, Any], reason: str, seconds: float = 0.0) ->
                           reason=FAILED_REASON_PREFIX + reason)
 
 
-def bootstrap_from_reference(settings: Settings, request: dict, registry: Any, read_snapshot: ReadSnapshot) -> None:
-    """Fit a model's first version on the data from before its first request's snapshot.
+def bootstrap_from_reference(settings: Settings, request: dict, events: list[dict], registry: Any,
+                             read_snapshot: ReadSnapshot) -> None:
+    """Fit a model's first version on the data from before its first request's drift.
 
     Users may ``driftctl train`` a model beforehand; when they did not, the first request finds
-    no version. Its own snapshot starts at the drift, so the reference comes from the oldest
-    retained events instead (:func:`~retrain_jobs.snapshot.reference_snapshot`). With no
-    labelled reference data, ``run_job`` falls back to bootstrapping on the snapshot itself.
+    no version. Its own snapshot (``events``) starts at the drift, so the reference comes from
+    the oldest retained events instead (:func:`~retrain_jobs.snapshot.reference_snapshot`),
+    and only those older than the drift's onset (:func:`~retrain_jobs.job.onset_time`): every
+    partition is cut at the same event time, so the other slices' events from after the onset
+    (some of those slices drifted too and are alerted later) do not teach the first version
+    their new concept. With no labelled reference data, ``run_job`` falls back to
+    bootstrapping on the snapshot itself.
     """
     from retrain_jobs.features import DataError
-    from retrain_jobs.job import bootstrap_for
+    from retrain_jobs.job import bootstrap_for, labelled_events, onset_time
     from retrain_jobs.snapshot import reference_snapshot
 
-    reference = reference_snapshot(settings, request["snapshot"], settings.retrain_bootstrap_events)
-    events = read_snapshot(settings, reference)
+    slices = request.get("slices") or request["snapshot"].get("slice_filter") or []
+    onset = onset_time(labelled_events(events, request["model"]), slices)
+    reference = reference_snapshot(settings, request["snapshot"], settings.retrain_bootstrap_events,
+                                   before_event_time=onset)
     try:
-        bootstrap_for(request, events, registry, settings, reference)
+        bootstrap_for(request, read_snapshot(settings, reference), registry, settings, reference)
     except DataError as exc:
         log.info("no reference data to bootstrap %s from (%s); the job uses its snapshot", request["model"], exc)
 
@@ -140,6 +147,8 @@ class RetrainWorker:
         self.settings = settings
         self._consumer = consumer
         self.producer = producer if producer is not None else Producer(settings.producer_config())
+        if bootstrap is None and run_job is None:  # with an injected job, the job decides alone
+            bootstrap = bootstrap_from_reference  # (decided before run_job gets its default below)
         if read_snapshot is None:
             from retrain_jobs.snapshot import read_snapshot
         if run_job is None:
@@ -148,8 +157,6 @@ class RetrainWorker:
             from retrain_jobs.registry import Registry
 
             registry = Registry(settings.registry_dir)
-        if bootstrap is None and run_job is None:  # with an injected job, the job decides alone
-            bootstrap = bootstrap_from_reference
         self.read_snapshot, self.run_job, self.registry, self.bootstrap = read_snapshot, run_job, registry, bootstrap
         self.stats = WorkerStats()
         self.job: Job | None = None
@@ -192,7 +199,7 @@ class RetrainWorker:
         try:
             events = self.read_snapshot(self.settings, request["snapshot"])
             if self.bootstrap is not None and self.registry.current(request["model"]) is None:
-                self.bootstrap(self.settings, request, self.registry, self.read_snapshot)
+                self.bootstrap(self.settings, request, events, self.registry, self.read_snapshot)
             return self.run_job(request, events, self.registry, self.settings)
         except Exception as exc:
             if transient(exc):

@@ -158,9 +158,11 @@ def test_results_for_exactly_the_drifted_slices_none_updating_everything(run, cl
     assert {s for r in rows for s in r[1]} == set(STORY.drifted), "results for exactly the drifted slices"
     assert all(0 < r[4] < r[5] for r in rows), "every job updated some, never all, parameters"
     assert not [r for r in rows if r[9].startswith("job failed")], "no job crashed"
-    # The model is bootstrapped on the oldest events of each partition; in this short story those
-    # can reach past another slice's onset, so not every drifted slice is left with a gap to close.
-    assert any(r[8] == "PROMOTED" for r in rows), "a retrained slice adapter recovers the drifted concept"
+    # The model is bootstrapped on the oldest events of every partition up to the first request's
+    # onset, so no drifted slice's new concept is in it: each one has a gap its adapter closes.
+    promoted = {s for r in rows if r[8] == "PROMOTED" for s in r[1]}
+    assert promoted == set(STORY.drifted), "every drifted slice's adapter recovers its new concept"
+    assert all(r[2] == "ADAPTER" for r in rows if r[8] == "PROMOTED"), "the cheapest tier was enough"
     assert len(rows) == len({r["request_id"] for r in results})
 
 
@@ -192,6 +194,9 @@ def test_the_first_job_bootstrapped_the_model_with_no_train_step(run):
     assert registry.current(STORY.model) is not None
     versions = registry.versions(STORY.model)
     assert len(versions) >= 1 + sum(r["decision"] == "PROMOTED" for r in results)
+    boot = versions[0]
+    assert boot.request_id.startswith("bootstrap:") and boot.snapshot["slice_filter"] == []
+    assert "before_event_time" in boot.snapshot, "fitted on the reference data from before the drift"
 
 
 def test_a_restarted_router_rebuilds_budget_cooldown_and_requested_alerts(kafka_settings: Settings):

@@ -153,3 +153,18 @@ def test_a_job_that_always_loses_the_race_is_rejected_as_stale(registry, monkeyp
     result = run_job(request("r-stale"), POST, registry, SETTINGS)
     assert result["decision"] == "REJECTED" and result["reason"].startswith("stale parent")
     assert result["new_version"] is None and registry.decision("m", "r-stale") == result
+
+
+def test_a_first_version_from_the_snapshot_alone_prefers_its_events_from_before_the_onset():
+    from retrain_jobs.job import MIN_REFERENCE_EVENTS, onset_time, snapshot_reference
+
+    assert onset_time(POST, ["s1"]) == min(e["event_time"] for e in POST if e["slice"] == "s1")
+    assert onset_time(POST, ["nope"]) is None
+    older = [e for e in PRE if e["slice"] != "s1"][-300:]  # other partitions' ranges reach back further
+    snap = older + POST
+    ref = snapshot_reference(snap, ["s1"])
+    assert len(ref) >= MIN_REFERENCE_EVENTS and ref == [e for e in snap if e["event_time"] < onset_time(POST, ["s1"])]
+    assert older[0] in ref and older[-1] in ref
+    assert {e["slice"] for e in snapshot_reference(POST, ["s1"])} == {"s0", "s2", "s3"}  # none before: the others
+    only = [e for e in POST if e["slice"] == "s1"]
+    assert snapshot_reference(only, ["s1"]) == only[: len(only) // 2]  # nothing else: the earliest half

@@ -219,3 +219,41 @@ def test_a_hung_job_stops_the_worker_without_publishing():
     w.close()  # returns at once although the job's thread still runs
     release.set()
     assert producer.delivered == [] and consumer.commits == []
+
+
+def test_the_real_worker_bootstraps_a_new_model_on_data_from_before_the_onset(tmp_path, monkeypatch):
+    """No `driftctl train`: the first request's model is fitted on the oldest events, cut at the
+    request's onset on every partition, so what the other slices did after it stays out."""
+    from retrain_jobs import snapshot as snapshot_mod
+    from retrain_jobs.registry import Registry
+    from retrain_jobs.scenario import RetrainScenario
+    from retrain_jobs.worker import bootstrap_from_reference
+
+    pre, post = RetrainScenario(n_slices=3, pre_events=300, post_events=300, drifted="s1", seed=5, model="m").events()
+    onset = min(e["event_time"] for e in post if e["slice"] == "s1")
+    reads = []
+
+    def read(settings, snap):  # the topic holds every event; the request's snapshot starts at the onset
+        keep = snapshot_mod.snapshot_filter(snap)
+        got = [e for e in (pre + post if "before_event_time" in snap else post) if keep(e)]
+        reads.append((snap, got))
+        return got
+
+    monkeypatch.setattr(snapshot_mod, "reference_snapshot",
+                        lambda settings, snap, n, before_event_time=None: {**snap, "before_event_time": before_event_time})
+    settings = load_settings(topic_prefix="tw", registry_dir=tmp_path, retrain_bootstrap_epochs=8, retrain_epochs=25)
+    registry = Registry(tmp_path)
+    req = {**request("r1"), "slices": ["s1"], "modules": ["adapter.s1"]}
+    w = RetrainWorker(settings, consumer=FakeConsumer([]), producer=FakeProducer(RETRAIN_RESULT), read_snapshot=read,
+                      registry=registry)  # fmt: skip
+    assert w.bootstrap is bootstrap_from_reference, "the real job comes with the reference bootstrap"
+    result = w.compute(req)
+    (_, snapshot_events), (reference, reference_events) = reads
+    assert reference["before_event_time"] == onset and reference_events
+    assert max(e["event_time"] for e in reference_events) < onset == min(
+        e["event_time"] for e in snapshot_events if e["slice"] == "s1")
+    boot = registry.manifest("m", "v0001")
+    assert boot.snapshot["before_event_time"] == onset and "adapter.s1" in boot.modules  # s1's old concept
+    assert result["decision"] == "PROMOTED" and result["metric_before"] - result["metric_after"] > 0.05, result
+    assert RetrainWorker(SETTINGS, consumer=FakeConsumer([]), producer=FakeProducer(RETRAIN_RESULT),
+                         run_job=lambda *a: {}, registry=object()).bootstrap is None  # an injected job decides alone
