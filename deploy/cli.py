@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -220,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `driftctl query ... | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 if __name__ == "__main__":
