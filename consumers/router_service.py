@@ -26,6 +26,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumers.router import Router, RouterConfig, request_key
+from deploy import metrics
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT, STAT, RecordCodec
 from schemas.errors import DriftError, SchemaError
 from schemas.settings import Settings
@@ -246,6 +247,7 @@ class RouterService:
         for req in self.outbox:
             log.info("request %s: %s %s of %s for %s (priority %d, alerts %d)", req["request_id"], req["tier"],
                      req["modules"], req["model"], req["slices"], req["priority"], len(req["alert_ids"]))  # fmt: skip
+            metrics.observe_retrain_request(req)
         self.produced += len(self.outbox)
         self.outbox = []
         return True

@@ -38,6 +38,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumers.router import FAILED_REASON_PREFIX
+from deploy import metrics
 from retrain_jobs.dependency import TIERS
 from retrain_jobs.result import retrain_result
 from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
@@ -309,6 +310,7 @@ class RetrainWorker:
             self._start_backoff(f"publishing {job.result['request_id']}: {exc}")
             return
         decision = job.result["decision"]
+        metrics.observe_retrain_result(job.result)
         self.stats.published[decision] = self.stats.published.get(decision, 0) + 1
         if job.result["reason"].startswith(FAILED_REASON_PREFIX):
             self.stats.failed += 1

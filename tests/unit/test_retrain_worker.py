@@ -3,6 +3,8 @@ REJECTED results, transient failures publish nothing. Small fakes stand in for K
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
+
 import math
 import threading
 import time
@@ -81,7 +83,10 @@ def drive(w, until, timeout=10.0):
 
 def test_result_is_published_and_acknowledged_before_the_commit():
     w, consumer, producer, events = worker([request_msg(5, RETRAIN_REQUEST.encode(request("r1")))])
+    counted = ("driftwatch_retrain_jobs_total", {"model": "m", "tier": "ADAPTER", "decision": "PROMOTED"})
+    before = REGISTRY.get_sample_value(*counted) or 0.0
     drive(w, lambda: consumer.commits)
+    assert REGISTRY.get_sample_value(*counted) - before == 1, "a published result is counted"
     assert [e[0] for e in events] == ["read", "job", "ack", "commit"]
     assert consumer.commits == [[(REQUESTS, 0, 6)]]
     ((topic, key, res),) = producer.delivered

@@ -3,6 +3,8 @@ still waiting in a coalesce group, bad messages skipped. Fakes for Kafka, a real
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
+
 from consumers.router_service import RouterService
 from retrain_jobs.dependency import plan
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT
@@ -50,7 +52,10 @@ def test_requests_are_acknowledged_before_offsets_and_pending_alerts_hold_the_co
 
     clock[0] += 11
     svc._last_commit = -1e9
+    counted = ("driftwatch_retrain_requests_total", {"model": "m", "tier": "ADAPTER"})
+    before = REGISTRY.get_sample_value(*counted) or 0.0
     svc.step()
+    assert REGISTRY.get_sample_value(*counted) - before == 1, "an acknowledged request is counted"
     ((topic, key, req),) = producer.delivered
     assert topic == T.retrain_requests and key == b"m/eu" and req["slices"] == ["eu"] and req["tier"] == "ADAPTER"
     assert req["modules"] == ["adapter.eu"]
