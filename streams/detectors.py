@@ -150,6 +150,22 @@ class AdwinDetector:
     def clone(self) -> AdwinDetector:
         return type(self)(self.delta, self.clock, self.grace_period, self.calibrate, self.tails)
 
+    def rewind(self, reference: list[float]) -> None:
+        """Start the window again from ``reference`` (values before a change point, in the units
+        of ``last_input``). After a cut the window holds only the new regime; when the caller
+        finds the change did not hold yet, this puts the old regime back, so a real change is
+        cut (and tested) again instead of being absorbed."""
+        if self._n < self.calibrate:
+            return
+        self._adwin = a = drift.ADWIN(delta=self.delta, clock=self.clock, grace_period=self.grace_period)
+        helper, mean, scale = a._helper, self._mean, self._scale
+        for v in reference:
+            helper.update((self._signal(v) - mean) / scale)
+        a._drift_detected = False
+
+    def _signal(self, v: float) -> float:
+        return math.asinh((v - self._center) / self._spread) if self._spread else v
+
     @property
     def params(self) -> dict[str, str]:
         return {
@@ -207,6 +223,9 @@ class AdwinVarianceDetector(AdwinDetector):
         a._drift_detected = fired = a._helper.update((d - self._mean) / self._scale)
         return fired
 
+    def _signal(self, v: float) -> float:
+        return v  # last_input is already the difference of shaped values
+
     def _fit(self, sample: list[float]) -> None:
         shaped = self._shaped(sample)
         self._set_standardisation([abs(b - a) for a, b in pairwise(shaped)])
@@ -244,6 +263,15 @@ class PageHinkleyDetector(AdwinDetector):
 
     def clone(self) -> PageHinkleyDetector:
         return PageHinkleyDetector(self.ph_delta, self.ph_threshold, self.min_instances, self.calibrate, self.tails)
+
+    def rewind(self, reference: list[float]) -> None:
+        if self._n < self.calibrate:
+            return
+        self._adwin = ph = drift.PageHinkley(min_instances=self.min_instances, delta=self.ph_delta,
+                                             threshold=self.ph_threshold, alpha=1.0)  # fmt: skip
+        for v in reference:
+            ph.update((self._signal(v) - self._mean) / self._scale)
+        self._run = len(reference)
 
     @property
     def params(self) -> dict[str, str]:

@@ -243,7 +243,13 @@ class Channel:
         post = [self.values[i] for i in self._recent(after)] if after else []
         shift = cur_mean - ref_mean
         if not self._holds(post, ref_mean, shift, float):
-            return None  # a blip: the change did not hold
+            # a blip, or a real change the post values do not show yet: back to the old regime,
+            # so it is cut again if it is real (the detector had adapted to it)
+            rewind = getattr(self.detector, "rewind", None)
+            if rewind is not None:
+                idx = self._recent(min(self.seen, BUFFER))
+                rewind([self.values[i] for i in idx[: max(len(idx) - after - n_cur, 0)]])
+            return None
         idx = self._recent(min(self.seen, BUFFER))
         n_window = min(n_cur + after, len(idx) - 1)
         ref_vals = [self.values[i] for i in idx[:-n_window]]

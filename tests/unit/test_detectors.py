@@ -268,3 +268,14 @@ def test_detector_state_pickled_before_the_tail_shape_still_works():
         old = pickle.loads(pickle.dumps(det))
         assert not any(old.update(float(x)) for x in np.random.default_rng(2).normal(0, 1, 500))
         assert old.params["tails"] == "auto" and old.clone().params["calibrate"] == "100"
+
+
+def test_a_rewound_adwin_cuts_a_real_change_again():
+    """A candidate that did not hold yet puts the old regime back: the change is cut again."""
+    rng = np.random.default_rng(3)
+    before, after = rng.normal(0, 1, 1500), rng.normal(0, 3, 1500)
+    det = make_detector("adwin_variance")
+    cut = next(i for i, x in enumerate(np.concatenate([before, after])) if det.update(float(x)))
+    det.rewind([abs(b - a) for a, b in zip(before[-500:], before[-499:])])
+    again = first_detection(det, [float(x) for x in after[cut - 1500 + 1:]])
+    assert again is not None and again < 200
