@@ -83,7 +83,7 @@ def bootstrap_from_reference(settings: Settings, request: dict, events: list[dic
     bootstrapping on the snapshot itself.
     """
     from retrain_jobs.features import DataError
-    from retrain_jobs.job import bootstrap_for, labelled_events, onset_time
+    from retrain_jobs.job import MIN_REFERENCE_EVENTS, bootstrap_for, labelled_events, onset_time
     from retrain_jobs.snapshot import reference_snapshot
 
     slices = request.get("slices") or request["snapshot"].get("slice_filter") or []
@@ -91,7 +91,10 @@ def bootstrap_from_reference(settings: Settings, request: dict, events: list[dic
     reference = reference_snapshot(settings, request["snapshot"], settings.retrain_bootstrap_events,
                                    before_event_time=onset)
     try:
-        bootstrap_for(request, read_snapshot(settings, reference), registry, settings, reference)
+        ref_events = labelled_events(read_snapshot(settings, reference), request["model"])
+        if len(ref_events) < MIN_REFERENCE_EVENTS:  # a first version fitted on a handful would be promoted
+            raise DataError(f"{len(ref_events)} labelled events before the onset, fewer than {MIN_REFERENCE_EVENTS}")
+        bootstrap_for(request, ref_events, registry, settings, reference)
     except DataError as exc:
         log.info("no reference data to bootstrap %s from (%s); the job uses its snapshot", request["model"], exc)
 

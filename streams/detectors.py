@@ -607,8 +607,9 @@ class BernoulliCusumDetector:
         lag_blocks: int = 1,
         max_reference: int = 20_000,
         z: float = 2.0,
-        max_shift: float = 0.1,
+        max_shift: float | None = None,
     ):
+        max_shift = max(0.1, min_shift) if max_shift is None else max_shift
         if not arl > 1:
             raise ConfigError(f"bernoulli_cusum.arl must be > 1, got {arl}")
         if not ratio > 1:

@@ -49,7 +49,7 @@ BUFFER = 1024  # recent values kept per channel, for window summaries and proven
 MASK = BUFFER - 1  # BUFFER is a power of two
 MIN_CURRENT = 20  # fewest values after an estimated change point
 SCORE_REFERENCE = 1000  # a numeric feature's first values (out-of-range ones aside): what drift_score compares to
-STATE_VERSION = 4  # bump when SliceState's shape changes: older snapshots then start fresh
+STATE_VERSION = 5  # bump when SliceState's shape changes: older snapshots then start fresh
 ERROR_GROUP = "\x00error"  # group key of the prediction error; its alerts have feature null
 LABEL_GROUP = "label"
 
@@ -143,6 +143,7 @@ class Channel:
         "categorical",
         "derived",
         "detector",
+        "epoch",
         "name",
         "pending",
         "positions",
@@ -158,6 +159,9 @@ class Channel:
         self.derived = getattr(detector, "derived_signal", False)  # it tests e.g. |x_t - x_{t-1}|, not x
         self.categorical = isinstance(detector, ChiSquareDetector)
         self.seen = 0
+        # buffered values before this count are not comparable: before the last alert (the old
+        # regime, already reported) or, for a derived signal, from its calibration (raw units)
+        self.epoch = getattr(detector, "calibrate", 0) if self.derived else 0
         self.quiet_until = quiet_until
         self.values: list[Any] = [0.0] * BUFFER
         self.positions: list[RawPosition | None] = [None] * BUFFER
@@ -191,6 +195,8 @@ class Channel:
                 self._open_categorical_candidate(finding)
                 return None
             self._open_candidate()
+            if self.pending is None:  # not even two comparable values to place the change
+                return None
             if confirm_events == 0 or self.self_confirming:
                 return self._confirm(pos)
         return None
@@ -204,10 +210,14 @@ class Channel:
         The split is chosen on ranks, so a few extreme values do not pull it to the last
         handful; the current part has at least ``MIN_CURRENT`` values.
         """
-        idx = self._recent(min(self.seen, BUFFER))
+        idx = self._recent(self.seen - self.epoch)
         vals = [self.values[i] for i in idx]
         n = len(vals)
-        if n < 2 * MIN_CURRENT:
+        if n < 2 * MIN_CURRENT:  # early (a small warm-up): the detector's own window splits
+            if n >= 2:
+                n_cur = max(1, min(self.detector.window, n - 1))
+                ref, cur = vals[:-n_cur], vals[-n_cur:]
+                self.pending = (self.seen, sum(ref) / len(ref), sum(cur) / len(cur), n_cur)
             return
         ranks = rankdata(vals)
         total = float(ranks.sum())
@@ -247,10 +257,10 @@ class Channel:
             # so it is cut again if it is real (the detector had adapted to it)
             rewind = getattr(self.detector, "rewind", None)
             if rewind is not None:
-                idx = self._recent(min(self.seen, BUFFER))
+                idx = self._recent(self.seen - self.epoch)
                 rewind([self.values[i] for i in idx[: max(len(idx) - after - n_cur, 0)]])
             return None
-        idx = self._recent(min(self.seen, BUFFER))
+        idx = self._recent(self.seen - self.epoch)
         n_window = min(n_cur + after, len(idx) - 1)
         ref_vals = [self.values[i] for i in idx[:-n_window]]
         cur_vals = [self.values[i] for i in idx[-n_window:]]
@@ -524,7 +534,6 @@ class Monitor:
                             f = ch.feed(err, pos, confirm)
                             if f is not None:
                                 self._fire(st, g, ch, f, pos, now_ms, out)
-                                break  # the group's other error channels are quiet now
         return out
 
     def _numeric(self, st: SliceState, g: Group, value: float | None, pos: RawPosition, now_ms: int, out: Output) -> None:
@@ -579,7 +588,7 @@ class Monitor:
         g.range_seen.append(value)
         if len(g.range_seen) >= self.config.range_reference:
             lo, hi = min(g.range_seen), max(g.range_seen)
-            span = hi - lo if hi > lo else max(abs(hi), 1e-9)
+            span = max(hi - lo, abs(hi), abs(lo), 1e-9)  # generous: a shift of N(1000, 5) is drift, not range
             g.lo, g.hi = lo - self.config.range_margin * span, hi + self.config.range_margin * span
             if lo >= 0.0:  # a count, amount or age: a negative value is a sentinel, not drift
                 g.lo = max(g.lo, 0.0)
@@ -601,10 +610,14 @@ class Monitor:
               out: Output) -> None:
         """A channel confirmed a change: quiet its group's channels of that type, emit the alert."""
         pos = Position(*pos)
+        # the cooldown is in events of the group: a class-wise error channel that sees 3% of
+        # them is quiet for 3% of it (500 of its own values would hide a later recall drop)
+        events = max(c.seen for c in g.channels.values()) or 1
         for other in g.channels.values():
             if other.alert_type == ch.alert_type:
-                other.quiet_until = other.seen + self.config.cooldown_events
+                other.quiet_until = other.seen + math.ceil(self.config.cooldown_events * other.seen / events)
                 other.pending = None
+                other.epoch = other.seen
         out.alerts.append(self._alert(st, g, ch, finding, pos, now_ms))
 
     def _alert(self, st: SliceState, g: Group, ch: Channel, f: Finding, pos: Position, now_ms: int) -> dict[str, Any]:

@@ -114,6 +114,7 @@ def test_cusum_design_rate_is_capped_for_high_base_rates():
     assert det.design_rate - det.reference_rate == pytest.approx(0.1)  # not 2 x 0.3
     with pytest.raises(ConfigError, match="max_shift"):
         make_detector("bernoulli_cusum", {"min_shift": 0.05, "max_shift": 0.01})
+    assert make_detector("bernoulli_cusum", {"min_shift": 0.2}).max_shift == 0.2  # configs from before the cap
 
 
 def test_cusum_stays_quiet_on_stable_rates():

@@ -130,3 +130,57 @@ def test_the_drift_score_shows_the_drift_and_stays_up():
                 scores.setdefault(stat["slice"], []).append(stat["drift_score"])
     assert max(scores["s0"]) < 0.2 and max(scores["s2"]) < 0.2
     assert scores["s1"][-1] > 1.5 and min(scores["s1"][-2:]) > 1.5
+
+
+def _feed(monitor, rows):
+    alerts = []
+    for offset, (s, features, prediction, label) in enumerate(rows):
+        ev = {"model": "m", "slice": s, "event_time": offset, "features": features, "categorical": {},
+              "prediction": prediction, "label": label}
+        alerts += monitor.observe(ev, "t", 0, offset, now_ms=0).alerts
+    return alerts
+
+
+def test_a_recall_drop_after_a_false_positive_alert_is_still_alerted():
+    """An alert on the negatives (or overall) quiets the positives' channel for the group's
+    cooldown in group events, not for 500 positives (some 16,000 events at 3%)."""
+    rng = np.random.default_rng(8)
+    rows = []
+    for i in range(30_000):
+        label = int(rng.random() < 0.03)
+        fpr = 0.2 if i >= 10_000 else 0.01
+        miss = 0.7 if i >= 12_000 else 0.1
+        hit = rng.random() >= (miss if label else fpr)
+        rows.append(("s", {}, float(rng.uniform(0.5, 1) if hit == bool(label) else rng.uniform(0, 0.5)), label))
+    alerts = _feed(Monitor(prototypes(load_settings()), MonitorConfig()), rows)
+    channels = [a["detector_params"]["channel"] for a in alerts]
+    assert "error_pos" in channels, channels
+
+
+def test_a_burst_after_an_alerted_shift_is_not_a_second_change():
+    """After an alert the values from before it are not the reference of the next candidate."""
+    rng = np.random.default_rng(12)
+    rows = []
+    for i in range(4000):
+        x = rng.normal(55 if i >= 2000 else 50, 2) + (15 if 2650 <= i < 2690 else 0)
+        rows.append(("s", {"x": float(x)}, None, None))
+    alerts = [a for a in _feed(Monitor(prototypes(load_settings()), MonitorConfig()), rows)
+              if a["alert_type"] == "DATA_DRIFT"]
+    assert len(alerts) == 1 and 2000 < alerts[0]["last_offset"] < 2300, [a["last_offset"] for a in alerts]
+
+
+def test_a_shift_of_a_large_narrow_feature_is_drift_not_range():
+    rng = np.random.default_rng(2)
+    rows = [("s", {"x": float(rng.normal(1100 if i >= 2000 else 1000, 5))}, None, None) for i in range(3000)]
+    got = {(a["alert_type"], a["detector_params"]["channel"])
+           for a in _feed(Monitor(prototypes(load_settings()), MonitorConfig()), rows)}
+    assert ("DATA_DRIFT", "mean") in got and ("DATA_QUALITY", "range") not in got, got
+
+
+def test_a_detector_firing_before_the_buffer_can_place_a_change_does_not_crash():
+    from streams.detectors import make_detector
+    protos = prototypes(load_settings())
+    protos["missing"] = make_detector("bernoulli_cusum", {"reference_size": 5, "arl": 10})
+    rows = [("s", {"x": None if i >= 10 else 1.0}, None, None) for i in range(60)]
+    alerts = _feed(Monitor(protos, MonitorConfig(warmup_events=0)), rows)
+    assert any(a["alert_type"] == "DATA_QUALITY" for a in alerts)
