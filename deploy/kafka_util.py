@@ -193,23 +193,32 @@ def iter_topic(
         c.close()
 
 
-def group_is_catching_up(settings: Settings, group: str, topic: str) -> Callable[[], bool]:
-    """A ``busy`` check for :func:`iter_topic`: ``group`` has not yet committed the end of
-    ``topic`` and is moving (its commits advanced since the last call, or this is the first).
-    A group that stopped, or never ran, is not busy, so a reader still ends."""
-    seen: dict[str, int | None] = {"committed": None}
+def group_is_catching_up(
+    settings: Settings, group: str, topic: str, stall_seconds: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[], bool]:
+    """A ``busy`` check for :func:`iter_topic`: ``group`` has not yet committed ``topic`` up to
+    its end as of the first check, and its commits moved within ``stall_seconds`` (default:
+    twice the worker's checkpoint interval, plus 5 s). The target is fixed at the first check,
+    so a live producer cannot keep a reader waiting forever; a group that stopped, or never
+    ran, is not busy."""
+    stall = 2 * settings.snapshot_every_seconds + 5 if stall_seconds is None else stall_seconds
+    state: dict[str, Any] = {"target": None, "committed": None, "moved_at": 0.0}
 
     def busy() -> bool:
         try:
-            ends = end_offsets(settings, topic, timeout=10)
+            if state["target"] is None:
+                state["target"] = end_offsets(settings, topic, timeout=10)
             done = committed_offsets(settings, group, topic)
         except KafkaException:
             return False
-        committed = sum(max(done.get(p, 0), 0) for p in ends)
-        lag = sum(ends.values()) - committed
-        moving = seen["committed"] is None or committed > seen["committed"]
-        seen["committed"] = committed
-        return lag > 0 and moving
+        target: dict[int, int] = state["target"]
+        now = clock()
+        committed = {p: max(done.get(p, 0), 0) for p in target}
+        if committed != state["committed"]:
+            state["committed"], state["moved_at"] = committed, now
+        behind = any(committed[p] < end for p, end in target.items())
+        return behind and now - state["moved_at"] < stall
 
     return busy
 

@@ -49,7 +49,7 @@ def test_tail_from_the_beginning_and_from_the_end(kafka_settings: Settings):
 
 def test_the_idle_clock_waits_while_the_streams_worker_catches_up(kafka_settings: Settings, fresh_group: str):
     """Events the worker has not committed yet: the tail keeps waiting while the group moves,
-    and ends once the group stops moving (a worker that is not running never holds it)."""
+    and ends once it stalls; events produced after the first check do not hold it."""
     from confluent_kafka import Consumer, TopicPartition
 
     from deploy.kafka_util import group_is_catching_up, iter_topic
@@ -57,21 +57,27 @@ def test_the_idle_clock_waits_while_the_streams_worker_catches_up(kafka_settings
     settings = kafka_settings.model_copy(update={"topic_prefix": f"{kafka_settings.topic_prefix}-lag{uuid.uuid4().hex[:6]}"})
     ensure_topics(settings)
     p = Producer(settings.producer_config())
-    for i in range(10):
+    for _ in range(10):
         p.produce(settings.topics.events, key=b"s", value=b"{}", partition=0)
     assert p.flush(30) == 0
     group = Consumer(settings.confluent_config(**{"group.id": fresh_group, "enable.auto.commit": False}))
-    busy = group_is_catching_up(settings, fresh_group, settings.topics.events)
+    now = [0.0]
+    busy = group_is_catching_up(settings, fresh_group, settings.topics.events, stall_seconds=5, clock=lambda: now[0])
     calls = []
 
-    def moving_worker() -> bool:  # the "worker" commits one more event per idle check, three times
+    def moving_worker() -> bool:  # the worker commits 1, 2, 3 events, then stalls; 1 s per check
         if len(calls) < 3:
             group.commit(offsets=[TopicPartition(settings.topics.events, 0, len(calls) + 1)], asynchronous=False)
+        if len(calls) == 1:  # a live producer: more events after the first check
+            p.produce(settings.topics.events, key=b"s", value=b"{}", partition=0)
+            assert p.flush(30) == 0
+        now[0] += 1.0
         calls.append(busy())
         return calls[-1]
 
-    t0 = time.monotonic()
-    assert list(iter_topic(settings, settings.topics.alerts, start="end", idle=0.5, busy=moving_worker)) == []
+    assert list(iter_topic(settings, settings.topics.alerts, start="end", idle=0.2, busy=moving_worker)) == []
+    assert calls == [True] * 7 + [False]  # stalled at 3 s, not busy from 3 + 5 s on
+
+    group.commit(offsets=[TopicPartition(settings.topics.events, 0, 10)], asynchronous=False)
+    assert busy() is False, "caught up with the end as of the first check: done, whatever came after"
     group.close()
-    assert calls == [True, True, True, False]  # the fourth check saw no progress: done
-    assert time.monotonic() - t0 >= 2.0
