@@ -48,6 +48,7 @@ from streams.detectors import ChiSquareDetector, Detector
 BUFFER = 1024  # recent values kept per channel, for window summaries and provenance
 MASK = BUFFER - 1  # BUFFER is a power of two
 MIN_CURRENT = 20  # fewest values after an estimated change point
+LLR_SHARE = 0.4  # a spread mix change holds when the values since keep this share of KL(new || old)
 SCORE_REFERENCE = 1000  # a numeric feature's first values (out-of-range ones aside): what drift_score compares to
 STATE_VERSION = 5  # bump when SliceState's shape changes: older snapshots then start fresh
 ERROR_GROUP = "\x00error"  # group key of the prediction error; its alerts have feature null
@@ -105,6 +106,17 @@ def summarize(values: list[float]) -> dict[str, float | int]:
     mean = sum(values) / n
     var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
     return {"count": n, "mean": mean, "std": math.sqrt(var), "min": min(values), "max": max(values)}
+
+
+def _log_likelihood_ratios(new: dict[Any, float], n_new: int, old: dict[Any, float], n_old: int) -> dict[Any, float]:
+    """log(p_new(c) / p_old(c)) per category, both mixes smoothed by half a count per cell (key
+    None: a category neither saw); a value's mean over draws of the old mix is about -KL < 0."""
+    cats = set(new) | set(old)
+    k = len(cats) + 1
+    out = {c: math.log((new.get(c, 0.0) * n_new + 0.5) / (n_new + 0.5 * k))
+           - math.log((old.get(c, 0.0) * n_old + 0.5) / (n_old + 0.5 * k)) for c in cats}
+    out[None] = math.log(0.5 / (n_new + 0.5 * k)) - math.log(0.5 / (n_old + 0.5 * k))
+    return out
 
 
 def alert_id_for(model: str, slice_: str, feature: str | None, detector: str, pos: Position) -> str:
@@ -185,7 +197,7 @@ class Channel:
         pending = self.pending
         if pending is not None:
             if seen - pending[0] >= confirm_events:
-                return self._confirm_categorical(pos) if len(pending) == 5 else self._confirm(pos)
+                return self._confirm_categorical(pos) if len(pending) == 6 else self._confirm(pos)
             return None
         if fired:
             if self.categorical:
@@ -281,17 +293,28 @@ class Channel:
         )
 
     def _open_categorical_candidate(self, finding: Finding) -> None:
+        det: ChiSquareDetector = self.detector  # type: ignore[assignment]
         top = finding.extra_params["category"]
         ref_share = finding.reference["mean"]
-        self.pending = (self.seen, finding, top, ref_share, finding.current["mean"] - ref_share)
+        llr = _log_likelihood_ratios(det.last_current_mix, det.window, det.last_reference_mix, det.last_n_ref)
+        self.pending = (self.seen, finding, top, ref_share, finding.current["mean"] - ref_share, llr)
 
     def _confirm_categorical(self, pos: RawPosition) -> Finding | None:
-        """The category that moved most must stay moved after the test fired; a burst that ended
-        puts the test's old reference back (its window became the reference when it fired)."""
-        cut_seen, finding, top, ref_share, shift = self.pending
+        """The mix must stay changed after the test fired: its most moved category keeps at
+        least half its move, or, for a change spread over many categories, the values since
+        (and their latest half) are likelier under the new mix than under the old one. A
+        burst that ended puts the test's old reference back (its window became the
+        reference when it fired)."""
+        cut_seen, finding, top, ref_share, shift, llr = self.pending
         self.pending = None
         post = [self.values[i] for i in self._recent(self.seen - cut_seen)]
-        if self._holds(post, ref_share, shift, lambda v: 1.0 if str(v) == top else 0.0, share=0.5):
+        unseen = llr.get(None, 0.0)
+        det: ChiSquareDetector = self.detector  # type: ignore[assignment]
+        # under the new mix the mean log-likelihood ratio is KL(new || old) > 0, under the old
+        # one -KL(old || new) < 0: ask for a share of the KL, since the fired window's mix is noisy
+        kl = sum(p * llr.get(c, unseen) for c, p in det.last_current_mix.items())
+        if (self._holds(post, ref_share, shift, lambda v: 1.0 if str(v) == top else 0.0, share=0.5)
+                or (kl > 0 and self._holds(post, 0.0, kl, lambda v: llr.get(v, unseen), share=LLR_SHARE))):
             return finding
         self.detector.restore_reference()
         return None
