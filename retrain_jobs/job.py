@@ -58,7 +58,8 @@ def snapshot_reference(events: Sequence[Mapping[str, Any]], slices: Sequence[str
     before = [e for e in events if onset is not None and e["event_time"] < onset]
     if len(before) >= MIN_REFERENCE_EVENTS:
         return before
-    others = [e for e in events if e["slice"] not in set(slices)]
+    alerted = set(slices)
+    others = [e for e in events if e["slice"] not in alerted]
     if len(others) >= MIN_REFERENCE_EVENTS:
         return others
     ordered = sorted(events, key=lambda e: (e["event_time"], e["event_id"]))

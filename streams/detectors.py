@@ -103,7 +103,7 @@ class AdwinDetector:
             raise ConfigError(f"{self.key}.tails must be one of {list(TAILS)}, got {tails!r}")
         self.delta, self.clock, self.grace_period, self.calibrate = delta, clock, grace_period, calibrate
         self.tails = tails
-        self._adwin = drift.ADWIN(delta=delta, clock=clock, grace_period=grace_period)
+        self._adwin = self._new_window()
         self._n, self._mean = 0, 0.0
         self._scale = 1.0
         self.last_input = 0.0  # the signal ADWIN saw for the latest value, in input units
@@ -157,7 +157,7 @@ class AdwinDetector:
         cut (and tested) again instead of being absorbed."""
         if self._n < self.calibrate:
             return
-        self._adwin = a = drift.ADWIN(delta=self.delta, clock=self.clock, grace_period=self.grace_period)
+        self._adwin = a = self._new_window()
         helper, mean, scale = a._helper, self._mean, self._scale
         for v in reference:
             helper.update((self._signal(v) - mean) / scale)
@@ -165,6 +165,9 @@ class AdwinDetector:
 
     def _signal(self, v: float) -> float:
         return math.asinh((v - self._center) / self._spread) if self._spread else v
+
+    def _new_window(self) -> Any:
+        return drift.ADWIN(delta=self.delta, clock=self.clock, grace_period=self.grace_period)
 
     @property
     def params(self) -> dict[str, str]:
@@ -243,9 +246,8 @@ class PageHinkleyDetector(AdwinDetector):
                  tails: str = "auto"):
         if not delta > 0 or not threshold > 0:
             raise ConfigError(f"page_hinkley: delta and threshold must be > 0, got {delta}, {threshold}")
-        super().__init__(calibrate=calibrate, tails=tails)
         self.ph_delta, self.ph_threshold, self.min_instances = delta, threshold, min_instances
-        self._adwin = drift.PageHinkley(min_instances=min_instances, delta=delta, threshold=threshold, alpha=1.0)
+        super().__init__(calibrate=calibrate, tails=tails)  # builds the window: _new_window below
         self._run = self._run_at_detection = 0
 
     def update(self, x: float) -> bool:
@@ -261,14 +263,17 @@ class PageHinkleyDetector(AdwinDetector):
             return True
         return False
 
+    def _new_window(self) -> Any:
+        return drift.PageHinkley(min_instances=self.min_instances, delta=self.ph_delta, threshold=self.ph_threshold,
+                                 alpha=1.0)
+
     def clone(self) -> PageHinkleyDetector:
         return PageHinkleyDetector(self.ph_delta, self.ph_threshold, self.min_instances, self.calibrate, self.tails)
 
     def rewind(self, reference: list[float]) -> None:
         if self._n < self.calibrate:
             return
-        self._adwin = ph = drift.PageHinkley(min_instances=self.min_instances, delta=self.ph_delta,
-                                             threshold=self.ph_threshold, alpha=1.0)  # fmt: skip
+        self._adwin = ph = self._new_window()
         for v in reference:
             ph.update((self._signal(v) - self._mean) / self._scale)
         self._run = len(reference)
@@ -310,7 +315,6 @@ class ChiSquareDetector:
     """
 
     key: ClassVar[str] = "chi_square"
-    _previous: tuple[dict[Hashable, int], int] | None = None  # the reference before the latest rebase
 
     def __init__(
         self,
@@ -349,6 +353,7 @@ class ChiSquareDetector:
         self.last_reference_mix: dict[Hashable, float] = {}
         self.last_current_mix: dict[Hashable, float] = {}
         self.last_n_ref = 0
+        self._previous: tuple[dict[Hashable, int], int] | None = None  # the reference before the latest rebase
 
     def update(self, x: Hashable) -> bool:
         self.n += 1
@@ -682,8 +687,7 @@ class BernoulliCusumDetector:
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
         half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
         p0 = min(centre + half, 0.99)
-        max_shift = getattr(self, "max_shift", 0.999)  # state pickled before max_shift: no cap, as then
-        p1 = min(max(self.ratio * p0, p0 + self.min_shift), p0 + max_shift, 0.999)
+        p1 = min(max(self.ratio * p0, p0 + self.min_shift), p0 + self.max_shift, 0.999)
         if p1 <= p0:  # the reference is already (nearly) all ones: nothing can rise
             self._up, self._down = 0.0, -1.0
         else:
@@ -694,7 +698,7 @@ class BernoulliCusumDetector:
     def clone(self) -> BernoulliCusumDetector:
         return BernoulliCusumDetector(
             self.arl, self.ratio, self.min_shift, self.reference_size, self.block, self.lag_blocks,
-            self.max_reference, self.z, getattr(self, "max_shift", 0.999),
+            self.max_reference, self.z, self.max_shift,
         )  # fmt: skip
 
     @property
@@ -704,7 +708,7 @@ class BernoulliCusumDetector:
             "h": f"{self.h:.3f}",
             "ratio": repr(self.ratio),
             "min_shift": repr(self.min_shift),
-            "max_shift": repr(getattr(self, "max_shift", 0.999)),
+            "max_shift": repr(self.max_shift),
             "reference_size": str(self.reference_size),
             "z": repr(self.z),
         }

@@ -197,7 +197,7 @@ class Channel:
         pending = self.pending
         if pending is not None:
             if seen - pending[0] >= confirm_events:
-                return self._confirm_categorical(pos) if len(pending) == 6 else self._confirm(pos)
+                return self._confirm_categorical(pos) if self.categorical else self._confirm(pos)
             return None
         if fired:
             if self.categorical:
@@ -225,12 +225,19 @@ class Channel:
         idx = self._recent(self.seen - self.epoch)
         vals = [self.values[i] for i in idx]
         n = len(vals)
-        if n < 2 * MIN_CURRENT:  # early (a small warm-up): the detector's own window splits
-            if n >= 2:
-                n_cur = max(1, min(self.detector.window, n - 1))
-                ref, cur = vals[:-n_cur], vals[-n_cur:]
-                self.pending = (self.seen, sum(ref) / len(ref), sum(cur) / len(cur), n_cur)
+        if n < 2:
             return
+        if n < 2 * MIN_CURRENT:  # early (a small warm-up): the detector's own window splits
+            n_cur = max(1, min(self.detector.window, n - 1))
+        else:
+            n_cur = self._change_point(vals)
+        ref, cur = vals[:-n_cur], vals[-n_cur:]
+        self.pending = (self.seen, sum(ref) / len(ref), sum(cur) / len(cur), n_cur)
+
+    @staticmethod
+    def _change_point(vals: list[Any]) -> int:
+        """Values in the current part (at least ``MIN_CURRENT``) of the most significant split."""
+        n = len(vals)
         ranks = rankdata(vals)
         total = float(ranks.sum())
         best, n_cur, tail = -1.0, MIN_CURRENT, float(ranks[n - MIN_CURRENT + 1:].sum())
@@ -239,8 +246,7 @@ class Channel:
             score = abs(tail / k - (total - tail) / (n - k)) * math.sqrt(k * (n - k) / n)
             if score > best:
                 best, n_cur = score, k
-        ref, cur = vals[:-n_cur], vals[-n_cur:]
-        self.pending = (self.seen, sum(ref) / len(ref), sum(cur) / len(cur), n_cur)
+        return n_cur
 
     def _holds(self, post: list[Any], ref: float, shift: float, of: Callable[[Any], float], share: float = 0.25) -> bool:
         """The change held: the values since the cut, and their latest half alone, still show it
@@ -297,7 +303,10 @@ class Channel:
         top = finding.extra_params["category"]
         ref_share = finding.reference["mean"]
         llr = _log_likelihood_ratios(det.last_current_mix, det.window, det.last_reference_mix, det.last_n_ref)
-        self.pending = (self.seen, finding, top, ref_share, finding.current["mean"] - ref_share, llr)
+        # under the new mix the mean log-likelihood ratio is KL(new || old) > 0, under the old
+        # one -KL(old || new) < 0
+        kl = sum(p * llr.get(c, llr[None]) for c, p in det.last_current_mix.items())
+        self.pending = (self.seen, finding, top, ref_share, finding.current["mean"] - ref_share, llr, kl)
 
     def _confirm_categorical(self, pos: RawPosition) -> Finding | None:
         """The mix must stay changed after the test fired: its most moved category keeps at
@@ -305,14 +314,11 @@ class Channel:
         (and their latest half) are likelier under the new mix than under the old one. A
         burst that ended puts the test's old reference back (its window became the
         reference when it fired)."""
-        cut_seen, finding, top, ref_share, shift, llr = self.pending
+        cut_seen, finding, top, ref_share, shift, llr, kl = self.pending
         self.pending = None
         post = [self.values[i] for i in self._recent(self.seen - cut_seen)]
-        unseen = llr.get(None, 0.0)
-        det: ChiSquareDetector = self.detector  # type: ignore[assignment]
-        # under the new mix the mean log-likelihood ratio is KL(new || old) > 0, under the old
-        # one -KL(old || new) < 0: ask for a share of the KL, since the fired window's mix is noisy
-        kl = sum(p * llr.get(c, unseen) for c, p in det.last_current_mix.items())
+        unseen = llr[None]
+        # a share of the KL only: the fired window's mix is noisy
         if (self._holds(post, ref_share, shift, lambda v: 1.0 if str(v) == top else 0.0, share=0.5)
                 or (kl > 0 and self._holds(post, 0.0, kl, lambda v: llr.get(v, unseen), share=LLR_SHARE))):
             return finding

@@ -194,7 +194,6 @@ def test_a_mix_change_spread_over_many_categories_is_confirmed_soon():
     delays = []
     for seed in range(6):
         rng = np.random.default_rng(seed)
-        rows = [("s", {}, None, None) for _ in range(0)]
         monitor = Monitor(prototypes(load_settings()), MonitorConfig())
         alerts = []
         for i in range(5000):

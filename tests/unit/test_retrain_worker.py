@@ -3,14 +3,13 @@ REJECTED results, transient failures publish nothing. Small fakes stand in for K
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY
-
 import math
 import threading
 import time
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from prometheus_client import REGISTRY
 
 from consumers.router import FAILED_REASON_PREFIX
 from retrain_jobs.worker import RetrainWorker, failed_result
