@@ -7,7 +7,7 @@ from collections.abc import Callable
 from contextlib import closing
 from typing import Any, TextIO
 
-from deploy.kafka_util import group_is_catching_up, iter_topic, value_decoder
+from runtime.kafka import group_is_catching_up, iter_topic, value_decoder
 from schemas.codec import ALERT
 from schemas.settings import Settings
 

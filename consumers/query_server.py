@@ -43,7 +43,7 @@ from consumers.store import (
     query_socket_path,
     split_statements,
 )
-from deploy import metrics
+from runtime import metrics
 from schemas.errors import ConfigError, DriftError, InfraError
 from schemas.settings import Settings
 

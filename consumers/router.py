@@ -56,16 +56,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from retrain_jobs.dependency import TIERS
 from schemas.codec import RETRAIN_REQUEST
 from schemas.errors import DriftError
+from schemas.retraining import FINAL_REASON_PREFIXES, TIERS
 
 POLICY_VERSION = "router-1"
 SEVERITY_RANK = {"LOW": 1, "MEDIUM": 2, "HIGH": 3}
-FAILED_REASON_PREFIX = "job failed: "  # results whose job crashed are not escalated (retrying is no fix)
-# Rejections more modules cannot fix: the job failed, the snapshot lacked (holdout) data, or
-# another job's promotion kept overtaking it (the slice alerts again after its cooldown).
-FINAL_REASON_PREFIXES = (FAILED_REASON_PREFIX, "data:", "holdout:", "stale parent:")
 REMEMBERED_REQUESTS = 10_000
 REMEMBERED_ALERT_IDS = 100_000
 

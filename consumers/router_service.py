@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumers.router import Router, RouterConfig, request_key
-from deploy import metrics
+from runtime import metrics
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT, STAT, RecordCodec
 from schemas.errors import DriftError, SchemaError
 from schemas.settings import Settings

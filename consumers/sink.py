@@ -27,8 +27,8 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Kafka
 from consumers.query_server import start_query_server, stop_query_server
 from consumers.rows import DEAD_LETTERS, TABLES, Row, TableSpec, dead_letter_record, table_for_topic
 from consumers.store import apply_schema, open_clickhouse
-from deploy import metrics
-from deploy.logs import kafka_fields
+from runtime import metrics
+from runtime.logs import kafka_fields
 from schemas.errors import DriftError
 from schemas.settings import Settings
 

@@ -46,9 +46,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from deploy.kafka_util import watch_commits
+from deploy.bench_throughput import bench_settings, rate_from_commits
 from deploy.scenarios import ALERT_FOR_KIND, KINDS, LABEL, Drift, ExpectedAlert, Scenario, to_json_line
-from streams.throughput import bench_settings, rate_from_commits
+from runtime.kafka import watch_commits
 
 TARGET_MEDIAN_DELAY = 300  # events of the drifted slice
 TARGET_FALSE_ALARMS_PER_MILLION = 1.0
@@ -441,7 +441,7 @@ def _retrying(fn, *args, attempts: int = 20, wait: float = 0.5):
 
 def _read_topic(settings, topic: str, decode, idle: float = 3.0, timeout: float = 120.0) -> list[dict[str, Any]]:
     """Every record of ``topic`` from the beginning up to its current end (then ``idle`` s quiet)."""
-    from deploy.kafka_util import read_topic, value_decoder
+    from runtime.kafka import read_topic, value_decoder
 
     return read_topic(
         settings, topic, decode=value_decoder(decode), idle=idle, timeout=timeout,
@@ -476,10 +476,10 @@ def run_detect_bench(
 ) -> dict[str, Any]:
     """Run the detection benchmark against the configured broker; print the table, return the numbers."""
     from deploy.broker import LOCAL_HOSTS, LocalBroker
-    from deploy.kafka_util import end_offsets
     from deploy.produce import produce_events
     from deploy.services import start_services
-    from deploy.topics_admin import app_topics, delete_topics, ensure_topics
+    from runtime.kafka import end_offsets
+    from runtime.topics import app_topics, delete_topics, ensure_topics
     from schemas.codec import ALERT, DEAD_LETTER
 
     t_start = time.monotonic()

@@ -253,7 +253,7 @@ class LocalBroker:
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data_dir),
-            # Topics are created explicitly (deploy/topics_admin.py, faust declares its own):
+            # Topics are created explicitly (runtime/topics.py, faust declares its own):
             # auto-creation would silently make a wrongly sized topic from a typo or from a
             # consumer that subscribes before `driftctl up`, and production clusters disable it.
             "auto.create.topics.enable": "false",

@@ -19,7 +19,7 @@ from schemas.settings import Settings, load_settings
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.store import apply_schema, open_clickhouse
     from deploy.broker import LOCAL_HOSTS, LocalBroker
-    from deploy.topics_admin import ensure_topics
+    from runtime.topics import ensure_topics
 
     broker = LocalBroker(settings)
     if broker.host in LOCAL_HOSTS and "," not in settings.kafka_bootstrap:
@@ -148,11 +148,11 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
         result = run_detect_bench(settings, out=sys.stdout, quick=args.quick)
     elif args.suite == "retrain":
-        from retrain_jobs.bench import run_retrain_bench
+        from deploy.bench_retrain import run_retrain_bench
 
         result = run_retrain_bench(settings, out=sys.stderr, quick=args.quick)
     else:  # throughput of one streams worker
-        from streams.throughput import measure_worker_throughput
+        from deploy.bench_throughput import measure_worker_throughput
 
         result = measure_worker_throughput(settings, args.events)
         print(f"driftctl bench throughput: {result['events_per_second']:,.0f} events/s through one streams worker "

@@ -21,7 +21,7 @@ T = TypeVar("T")
 def _timed(settings: Settings, desc: str, total: int | None, fn: Callable[[], T]) -> T:
     """``fn()`` with a bar counting its seconds on a terminal: neither the snapshot read nor the
     training loop reports progress, so the bar shows the command is alive (and the timeout)."""
-    from deploy.progress import progress
+    from runtime.progress import progress
 
     with progress(settings, total=total, desc=desc, unit="s") as bar:
         if not bar.shown:

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from deploy.kafka_util import end_offsets, iter_topic, read_topic, value_decoder, wait_caught_up
-from deploy.progress import progress
 from deploy.scenarios import BASE_TIME_MS
+from runtime.kafka import end_offsets, iter_topic, read_topic, value_decoder, wait_caught_up
+from runtime.progress import progress
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT
 from schemas.settings import Settings
 
@@ -212,7 +212,7 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
     from consumers.store import open_clickhouse, query
     from deploy.broker import LocalBroker
     from deploy.services import SERVICES, start_services
-    from deploy.topics_admin import ensure_topics
+    from runtime.topics import ensure_topics
 
     t0 = time.monotonic()
     # a model name of its own per run: fresh detector state, registry entry and router cooldowns

@@ -9,7 +9,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from deploy.progress import progress as progress_bar
+from runtime.progress import progress as progress_bar
 from schemas.codec import EVENT, normalize_event
 from schemas.errors import DriftError, SchemaError
 from schemas.settings import Settings

@@ -103,8 +103,8 @@ def run_one(name: str, settings: Settings) -> None:
 
 
 def main() -> None:
-    from deploy.logs import setup_logging
-    from deploy.metrics import start_metrics
+    from runtime.logs import setup_logging
+    from runtime.metrics import start_metrics
 
     name, settings = sys.argv[1] if len(sys.argv) > 1 else "", load_settings()
     setup_logging(settings, name)  # DRIFT_LOG_FORMAT=json: one JSON object per line

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.errors import ConfigError
+from schemas.retraining import TIERS
 
-TIERS = ("ADAPTER", "MODULE", "FULL")
 FEATURE_ALERTS = {"DATA_DRIFT", "DATA_QUALITY"}
 CONCEPT_ALERTS = {"PERFORMANCE_DRIFT", "LABEL_DRIFT"}
 ALL_MODULES = "*"

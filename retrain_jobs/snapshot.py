@@ -20,6 +20,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from runtime.kafka import watermarks
 from schemas.codec import decode_event
 from schemas.errors import ConfigError, InfraError, SchemaError
 from schemas.settings import Settings
@@ -57,8 +58,9 @@ def read_snapshot(settings: Settings, snapshot: Mapping[str, Any], timeout: floa
     by_partition: dict[int, list[dict]] = {}  # fetches interleave partitions in no fixed order
     skipped = 0
     try:
+        marks = watermarks(consumer, topic, wanted)
         for p, (start, end) in list(wanted.items()):  # a range past the end would never finish
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = marks[p]
             if end > high:
                 log.warning("%s[%d]: range end %d beyond the log end %d; reading to %d", topic, p, end, high, high)
                 wanted[p] = (start, high)
@@ -132,8 +134,7 @@ def latest_ranges(settings: Settings, topic: str, max_events_per_partition: int 
         if parts.error is not None:
             raise InfraError(f"topic {topic}: {parts.error}")
         ranges = []
-        for p in sorted(parts.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        for p, (low, high) in sorted(watermarks(consumer, topic, parts.partitions).items()):
             start = low if max_events_per_partition is None else max(low, high - max_events_per_partition)
             if high > start:
                 ranges.append({"partition": p, "start_offset": start, "end_offset": high})

@@ -37,12 +37,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from consumers.router import FAILED_REASON_PREFIX
-from deploy import metrics
-from retrain_jobs.dependency import TIERS
 from retrain_jobs.result import retrain_result
+from runtime import metrics
 from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
 from schemas.errors import DriftError, InfraError
+from schemas.retraining import FAILED_REASON_PREFIX, TIERS
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)

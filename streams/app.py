@@ -43,7 +43,8 @@ from collections.abc import Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from deploy import metrics
+from runtime import metrics
+from runtime.kafka import watermarks
 from schemas.errors import ConfigError, DriftError
 from schemas.settings import Settings
 from streams.config import build_monitor, model_config
@@ -151,7 +152,7 @@ class StreamsApp:
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "session.timeout.ms": int(self.settings.streams_session_timeout_seconds * 1000),
-                    **metrics.stats_config(self.settings),  # consumer lag gauges (deploy/metrics.py)
+                    **metrics.stats_config(self.settings),  # consumer lag gauges (runtime/metrics.py)
                 }
             )
         )
@@ -373,7 +374,7 @@ class StreamsApp:
     # ------------------------------------------------------------------ topics
     def _ensure_topics(self) -> None:
         """The pipeline topics, and the compacted changelog with as many partitions as the events."""
-        from deploy.topics_admin import TopicSpec, create_topics, ensure_topics, partition_counts
+        from runtime.topics import TopicSpec, create_topics, ensure_topics, partition_counts
 
         ensure_topics(self.settings)
         counts = partition_counts(self.settings)
@@ -407,11 +408,7 @@ def read_changelog(
         )
     )
     try:
-        ends = {}
-        for p in partitions:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
+        ends = {p: high for p, (low, high) in watermarks(c, topic, partitions).items() if high > low}
         if not ends:
             return
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])

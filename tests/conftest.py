@@ -43,7 +43,7 @@ class KafkaSession:
 @pytest.fixture(scope="session")
 def kafka_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSession]:
     from deploy.broker import LocalBroker, free_port
-    from deploy.topics_admin import delete_topics, ensure_topics
+    from runtime.topics import delete_topics, ensure_topics
 
     prefix = f"t{uuid.uuid4().hex[:10]}"
     run_dir = tmp_path_factory.mktemp("run")
@@ -92,7 +92,7 @@ def fresh_group(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def scratch_topic(kafka_settings: Settings) -> Iterator[Callable[..., str]]:
     """Factory for throw-away topics (so tests don't put foreign records on the pipeline topics)."""
-    from deploy.topics_admin import TopicSpec, create_topics, delete_topics
+    from runtime.topics import TopicSpec, create_topics, delete_topics
 
     made: list[str] = []
 

@@ -8,8 +8,8 @@ import uuid
 from confluent_kafka import Producer
 
 from consumers.alert_tail import tail_alerts
-from deploy.kafka_util import read_topic
-from deploy.topics_admin import ensure_topics
+from runtime.kafka import read_topic
+from runtime.topics import ensure_topics
 from schemas.codec import ALERT
 from schemas.settings import Settings
 
@@ -52,7 +52,7 @@ def test_the_idle_clock_waits_while_the_streams_worker_catches_up(kafka_settings
     and ends once it stalls; events produced after the first check do not hold it."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from deploy.kafka_util import group_is_catching_up, iter_topic
+    from runtime.kafka import group_is_catching_up, iter_topic
 
     settings = kafka_settings.model_copy(update={"topic_prefix": f"{kafka_settings.topic_prefix}-lag{uuid.uuid4().hex[:6]}"})
     ensure_topics(settings)

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from deploy.topics_admin import ensure_topics, partition_counts
+from runtime.topics import ensure_topics, partition_counts
 from schemas.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from deploy.broker import free_port
 from deploy.produce import produce_events
 from deploy.scenarios import Drift, Scenario
 from deploy.services import settings_env, start_services
-from deploy.topics_admin import ensure_topics
+from runtime.topics import ensure_topics
 from schemas.settings import Settings
 
 

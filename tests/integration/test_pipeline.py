@@ -12,10 +12,10 @@ from pydantic import SecretStr
 
 from consumers.sink import ClickHouseSink
 from consumers.store import close_clickhouse, open_clickhouse, query
-from deploy.kafka_util import iter_topic
 from deploy.produce import produce_events
 from deploy.scenarios import Drift, Scenario
 from deploy.services import start_services
+from runtime.kafka import iter_topic
 from schemas.codec import ALERT, DEAD_LETTER
 from schemas.settings import Settings
 

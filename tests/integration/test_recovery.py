@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from deploy.kafka_util import committed_offsets, end_offsets, read_topic, value_decoder
 from deploy.produce import produce_events
 from deploy.scenarios import Drift, Scenario
 from deploy.services import ServiceGroup, start_services
-from deploy.topics_admin import ensure_topics
+from runtime.kafka import committed_offsets, end_offsets, read_topic, value_decoder
+from runtime.topics import ensure_topics
 from schemas.codec import ALERT
 from schemas.settings import Settings
 

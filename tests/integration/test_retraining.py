@@ -21,9 +21,9 @@ from pydantic import SecretStr
 
 from consumers.store import close_clickhouse, open_clickhouse, query
 from deploy.demo import RetrainStory
-from deploy.kafka_util import wait_caught_up
 from deploy.services import settings_env
-from deploy.topics_admin import ensure_topics
+from runtime.kafka import wait_caught_up
+from runtime.topics import ensure_topics
 from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
 from schemas.settings import Settings
 

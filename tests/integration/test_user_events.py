@@ -9,9 +9,9 @@ import uuid
 import numpy as np
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from deploy.kafka_util import committed_offsets, read_topic
 from deploy.services import start_services
-from deploy.topics_admin import ensure_topics
+from runtime.kafka import committed_offsets, read_topic
+from runtime.topics import ensure_topics
 from schemas.codec import ALERT, DEAD_LETTER
 from schemas.settings import Settings
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from deploy.bench_throughput import Sample, rate_from_samples
 from schemas.codec import EVENT
 from streams.detectors import make_detector
 from streams.monitor import Monitor, MonitorConfig
 from streams.processing import CheckpointPolicy, Message, Outgoing, handle_batch
-from streams.throughput import Sample, rate_from_samples
 
 
 def monitor() -> Monitor:

@@ -223,8 +223,8 @@ def test_report_prints_both_systems_side_by_side(sc):
 
 
 def test_run_settings_isolate_topics_group_and_store(tmp_path):
+    from deploy.bench_throughput import bench_settings
     from schemas.settings import load_settings
-    from streams.throughput import bench_settings
 
     base = load_settings(run_dir=tmp_path, snapshot_every_seconds=10.0)
     run = bench_settings(base, "abc", app="bench-detect", sink=True)

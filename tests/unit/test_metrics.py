@@ -10,10 +10,10 @@ import urllib.request
 import pytest
 from prometheus_client import REGISTRY
 
-from deploy import metrics
 from deploy.broker import free_port
-from deploy.logs import JsonFormatter, TextFormatter, for_message, kafka_fields, setup_logging
-from deploy.progress import progress
+from runtime import metrics
+from runtime.logs import JsonFormatter, TextFormatter, for_message, kafka_fields, setup_logging
+from runtime.progress import progress
 from schemas.codec import ALERT
 from schemas.settings import load_settings
 from streams.processing import Outgoing

@@ -11,10 +11,10 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import REGISTRY
 
-from consumers.router import FAILED_REASON_PREFIX
 from retrain_jobs.worker import RetrainWorker, failed_result
 from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
 from schemas.errors import DriftError, InfraError
+from schemas.retraining import FAILED_REASON_PREFIX
 from schemas.settings import load_settings
 from tests.fakes import FakeConsumer, FakeMessage, FakeProducer
 

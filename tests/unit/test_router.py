@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import pytest
 
 from consumers.router import (
-    FAILED_REASON_PREFIX,
     POLICY_VERSION,
     Router,
     RouterConfig,
@@ -25,6 +24,7 @@ from consumers.router import (
     slice_share,
 )
 from schemas.codec import RETRAIN_REQUEST
+from schemas.retraining import FAILED_REASON_PREFIX
 from schemas.settings import load_settings
 
 T0 = 1_000_000.0  # seconds

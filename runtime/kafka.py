@@ -2,16 +2,73 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas.errors import InfraError, SchemaError
 from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Errors a broker gives while it is still settling (a just-created topic's leader not yet
+# serving, a controller move, a connection not yet up): asking again shortly is the fix.
+TRANSIENT_CODES = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_CONTROLLER,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError._WAIT_COORD,
+})  # fmt: skip
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A KafkaException that asking again can fix (retriable, or a leader/metadata race)."""
+    if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
+        return False
+    err: KafkaError = exc.args[0]
+    return err.retriable() or err.code() in TRANSIENT_CODES
+
+
+def retry_transient(call: Callable[[], T], what: str, *, timeout: float = 60.0, pause: float = 0.25) -> T:
+    """``call()``, asked again with backoff while it fails transiently, for up to ``timeout`` s.
+
+    For start-up metadata calls (watermarks, listings, committed offsets): a fresh broker or a
+    just-created topic answers NOT_LEADER_FOR_PARTITION or a timeout for a moment, and a worker
+    that dies of that makes every end-to-end run flaky. One log line per call that had to wait.
+    """
+    deadline = time.monotonic() + timeout
+    waited = False
+    while True:
+        try:
+            result = call()
+        except KafkaException as exc:
+            if not is_transient(exc) or time.monotonic() + pause > deadline:
+                raise
+            if not waited:
+                log.info("%s: %s; retrying for up to %.0fs", what, exc.args[0], timeout)
+                waited = True
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+            continue
+        if waited:
+            log.info("%s: succeeded after retrying", what)
+        return result
 
 
 def _probe(settings: Settings, group: str | None = None) -> Consumer:
@@ -23,18 +80,26 @@ def _probe(settings: Settings, group: str | None = None) -> Consumer:
 def end_offsets(settings: Settings, topic: str, timeout: float = 30.0) -> dict[int, int]:
     """High watermarks per partition; waits out leader elections of freshly created topics."""
     c = _probe(settings)
-    deadline = time.monotonic() + timeout
     try:
-        while True:
-            try:
-                parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-                return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-            except KafkaException as exc:
-                if not exc.args[0].retriable() and "leader" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        return retry_transient(lambda: high_watermarks(c, topic), f"end offsets of {topic}", timeout=timeout)
     finally:
         c.close()
+
+
+def high_watermarks(consumer: Consumer, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
+    """{partition: high watermark} of ``topic`` (all its partitions unless named), one try."""
+    if partitions is None:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+
+
+def watermarks(consumer: Consumer, topic: str, partitions: Iterable[int], *, timeout: float = 60.0) -> dict[int, tuple[int, int]]:
+    """{partition: (low, high)}, retried while the broker settles (a just-created topic)."""
+    parts = list(partitions)
+    return retry_transient(
+        lambda: {p: tuple(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)) for p in parts},
+        f"watermarks of {topic}", timeout=timeout,
+    )  # fmt: skip
 
 
 def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
@@ -148,8 +213,7 @@ def iter_topic(
             raise ValueError(f"start must be 'beginning', 'end' or {{partition: offset}}, got {start!r}")
         ends: dict[int, int] = {}
         if until_end:
-            for p in parts:
-                low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p, (low, high) in watermarks(c, topic, parts).items():
                 first = offsets[p] if offsets[p] >= 0 else (low if offsets[p] == OFFSET_BEGINNING else high)
                 if high > first:
                     ends[p] = high

@@ -22,11 +22,11 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from deploy.kafka_util import Sample, end_offsets, watch_commits
 from deploy.produce import produce_events
 from deploy.scenarios import Scenario
 from deploy.services import start_services
-from deploy.topics_admin import app_topics, delete_topics, ensure_topics
+from runtime.kafka import Sample, end_offsets, watch_commits
+from runtime.topics import app_topics, delete_topics, ensure_topics
 from schemas.settings import Settings
 
 
@@ -137,7 +137,7 @@ def measure_worker_throughput(
 
 
 def main() -> None:
-    """``python -m streams.throughput N``: one measurement against the configured broker."""
+    """``python -m deploy.bench_throughput N``: one measurement against the configured broker."""
     import json
     import sys
 

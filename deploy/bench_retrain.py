@@ -35,12 +35,12 @@ from typing import Any, TextIO
 
 import torch
 
-from deploy.progress import Progress, progress
 from retrain_jobs.dependency import plan
 from retrain_jobs.model import model_class
 from retrain_jobs.scenario import RetrainScenario
 from retrain_jobs.scenario import quick as quick_scenario
 from retrain_jobs.selective import METRICS, TrainConfig, gate, per_slice, split_events, update
+from runtime.progress import Progress, progress
 from schemas.settings import Settings
 
 TARGET_COMPUTE_RATIO = 0.2

@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from runtime.kafka import is_transient, retry_transient
 from schemas.errors import InfraError
 from schemas.settings import Settings
 
@@ -103,7 +104,8 @@ def app_topics(settings: Settings) -> list[str]:
 
 def partition_counts(settings: Settings, *, timeout: float = 10.0) -> dict[str, int]:
     """Partitions per existing (non-internal) topic."""
-    md = _admin(settings).list_topics(timeout=timeout)
+    admin = _admin(settings)
+    md = retry_transient(lambda: admin.list_topics(timeout=timeout), "listing topics", timeout=60.0)
     return {
         name: len(t.partitions) for name, t in md.topics.items() if not name.startswith("__") and not t.error
     }
@@ -115,7 +117,13 @@ def _wait_for_leaders(admin: AdminClient, specs: list[TopicSpec], settings: Sett
     deadline = time.monotonic() + timeout
     pending = {s.name for s in specs}
     while True:
-        md = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
+        try:
+            md = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
+        except KafkaException as exc:
+            if not is_transient(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+            continue
         for name in list(pending):
             t = md.topics.get(name)
             if (
