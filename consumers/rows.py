@@ -185,12 +185,29 @@ RESULT_COLUMNS = (
     "request_id", "schema_version", "model", "new_version", "parent_version", "tier", "slices",
     "modules_updated", "params_updated", "params_total", "train_seconds", "metric_name", "metric_before",
     "metric_after", "other_slices_max_regression", "latency_ms", "decision", "reason", "artifact_uri",
-    "finished_at",
+    "finished_at", "cause", "module_scores", "checks",
 )  # fmt: skip
+_LISTS, _MAPS = ("slices", "modules_updated"), ("module_scores", "checks")
 
 
 def result_row(r: Record) -> Row:
-    return tuple(list(r[c]) if c in ("slices", "modules_updated") else r[c] for c in RESULT_COLUMNS)
+    return tuple(
+        list(r[c]) if c in _LISTS else dict(r[c]) if c in _MAPS else r[c] for c in RESULT_COLUMNS
+    )
+
+
+# --------------------------------------------------------------------------------------
+# model_rollouts
+# --------------------------------------------------------------------------------------
+
+ROLLOUT_COLUMNS = (
+    "update_id", "schema_version", "model", "version", "previous_version", "current_version", "stage",
+    "canary_fraction", "slices", "decision", "reason", "request_id", "statistic", "events", "updated_at",
+)  # fmt: skip
+
+
+def rollout_row(r: Record) -> Row:
+    return tuple(list(r[c]) if c == "slices" else r[c] for c in ROLLOUT_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------
@@ -202,9 +219,12 @@ ALERTS = TableSpec("DriftAlert", "drift_alerts", ALERT_COLUMNS, alert_row, repla
 DEAD_LETTERS = TableSpec("DeadLetter", "dead_letters", DEAD_LETTER_COLUMNS, dead_letter_row)
 REQUESTS = TableSpec("RetrainRequest", "retrain_requests", REQUEST_COLUMNS, request_row)
 RESULTS = TableSpec("RetrainResult", "retrain_results", RESULT_COLUMNS, result_row)
+ROLLOUTS = TableSpec(
+    "ModelUpdate", "model_rollouts", ROLLOUT_COLUMNS, rollout_row, replay_key=lambda r: r["update_id"]
+)
 
 # Avro record name -> its table
-TABLE_FOR_RECORD: dict[str, TableSpec] = {s.record: s for s in (STATS, ALERTS, DEAD_LETTERS, REQUESTS, RESULTS)}
+TABLE_FOR_RECORD: dict[str, TableSpec] = {s.record: s for s in (STATS, ALERTS, DEAD_LETTERS, REQUESTS, RESULTS, ROLLOUTS)}
 TABLES: dict[str, TableSpec] = {s.table: s for s in TABLE_FOR_RECORD.values()}
 
 
@@ -216,4 +236,5 @@ def table_for_topic(topics: Topics) -> dict[str, TableSpec]:
         topics.dlq: DEAD_LETTERS,
         topics.retrain_requests: REQUESTS,
         topics.retrain_results: RESULTS,
+        topics.models: ROLLOUTS,
     }

@@ -26,13 +26,17 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The six topics, sized from settings (events/alerts partitions, the rest other_partitions)."""
+    """The pipeline topics, sized from settings (events/alerts partitions, the rest other_partitions)."""
     t = settings.topics
     partitions = {t.events: settings.events_partitions, t.alerts: settings.alerts_partitions}
     config = {"retention.ms": str(settings.retention_ms)}
+    compacted = {t.models: {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}}
     return [
         TopicSpec(
-            name, partitions.get(name, settings.other_partitions), settings.replication_factor, dict(config)
+            name,
+            partitions.get(name, settings.other_partitions),
+            settings.replication_factor,
+            compacted.get(name, dict(config)),
         )
         for name in t.all()
     ]

@@ -39,6 +39,7 @@ RECORD_FILES = {
     "DeadLetter": "dead_letter",
     "RetrainRequest": "retrain_request",
     "RetrainResult": "retrain_result",
+    "ModelUpdate": "model_update",
 }
 
 
@@ -155,6 +156,7 @@ STAT = CODECS["DriftStat"]
 DEAD_LETTER = CODECS["DeadLetter"]
 RETRAIN_REQUEST = CODECS["RetrainRequest"]
 RETRAIN_RESULT = CODECS["RetrainResult"]
+MODEL_UPDATE = CODECS["ModelUpdate"]
 
 
 # --------------------------------------------------------------------------------------
@@ -205,6 +207,10 @@ def _identifier(name: str, value: Any) -> str:
     raise SchemaError(f"{name}: expected a string, got {value!r}")
 
 
+def _optional_identifier(name: str, value: Any) -> str | None:
+    return None if value is None else _identifier(name, value)
+
+
 def _category(name: str, value: Any) -> str | None:
     """A categorical value: a string; a number or true/false is taken as its JSON text."""
     if value is None or isinstance(value, str):
@@ -248,6 +254,7 @@ def normalize_event(obj: Any) -> dict[str, Any]:
         "categorical": {k: _category(k, v) for k, v in categorical.items()},
         "prediction": prediction,
         "label": label,
+        "model_version": _optional_identifier("model_version", obj.get("model_version")),
     }
     if not -(2**63) <= event["event_time"] < 2**63:
         raise SchemaError(f"event_time: {event['event_time']} out of range for a 64-bit long")

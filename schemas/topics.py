@@ -33,5 +33,11 @@ class Topics:
     def retrain_results(self) -> str:
         return f"{self.prefix}.retrain.results"
 
+    @property
+    def models(self) -> str:
+        """Compacted: the latest ModelUpdate per model (serving handles follow it)."""
+        return f"{self.prefix}.models"
+
     def all(self) -> list[str]:
-        return [self.events, self.dlq, self.stats, self.alerts, self.retrain_requests, self.retrain_results]
+        return [self.events, self.dlq, self.stats, self.alerts, self.retrain_requests, self.retrain_results,
+                self.models]

@@ -2,7 +2,7 @@
 --
 -- Deduplication: one row per request_id after merges (sorting key (model, request_id));
 -- if a job re-ran and wrote another result for the same request, the latest inserted
--- one wins. Exact queries use FINAL or argMax(..., inserted_at) GROUP BY request_id.
+-- one wins (a CANDIDATE result is replaced by the rollout's PROMOTED/REJECTED/ROLLED_BACK). Exact queries use FINAL or argMax(..., inserted_at) GROUP BY request_id.
 -- TTL runs on inserted_at (see 001_drift_stats.sql for why not on event time).
 CREATE TABLE IF NOT EXISTS retrain_results
 (
@@ -22,10 +22,13 @@ CREATE TABLE IF NOT EXISTS retrain_results
     metric_after                Float64,
     other_slices_max_regression Float64,
     latency_ms                  Nullable(Float64),
-    decision                    LowCardinality(String) COMMENT 'PROMOTED, REJECTED, ROLLED_BACK',
+    decision                    LowCardinality(String) COMMENT 'PROMOTED, REJECTED, ROLLED_BACK, SKIPPED, CANDIDATE',
     reason                      String,
     artifact_uri                Nullable(String),
     finished_at                 DateTime64(3, 'UTC'),
+    cause                       Nullable(String) COMMENT 'typed cause, schemas/retraining.py',
+    module_scores               Map(String, Float64) COMMENT 'gradient evidence per candidate module',
+    checks                      Map(String, Float64) COMMENT 'numbers behind the decision, by name',
     inserted_at                 DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree(inserted_at)

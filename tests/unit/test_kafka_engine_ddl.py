@@ -22,7 +22,18 @@ RECORDS = {
                                                     "source_offset": 99, "source_timestamp": None}],
     rows.REQUESTS: list(story.REQUESTS),
     rows.RESULTS: list(story.RESULTS) + [{**story.RESULTS[0], "request_id": "r2", "new_version": None,
-                                          "latency_ms": None, "artifact_uri": None, "decision": "REJECTED"}],
+                                          "latency_ms": None, "artifact_uri": None, "decision": "REJECTED"},
+                   {**story.RESULTS[0], "request_id": "r3", "decision": "SKIPPED", "cause": "no_harm",
+                    "module_scores": {"adapter.eu": 0.9}, "checks": {"triage_delta": 0.01}}],
+    rows.ROLLOUTS: [
+        {"schema_version": 1, "update_id": "m:v2:SHADOW", "model": "m", "version": "v2", "previous_version": "v1",
+         "current_version": "v1", "stage": "SHADOW", "canary_fraction": 0.0, "slices": ["eu"], "decision": None,
+         "reason": "gate passed", "request_id": "r1", "statistic": None, "events": 0, "updated_at": 1_790_000_000_000},
+        {"schema_version": 1, "update_id": "m:v2:PROMOTED", "model": "m", "version": "v2", "previous_version": "v1",
+         "current_version": "v2", "stage": "PROMOTED", "canary_fraction": 0.0, "slices": ["eu"],
+         "decision": "PROMOTED", "reason": "better", "request_id": "r1", "statistic": 25.5, "events": 812,
+         "updated_at": 1_790_000_100_000},
+    ],
 }  # fmt: skip
 
 

@@ -78,7 +78,17 @@ def sample_result(**kw):
     return {**r, **kw}
 
 
+def sample_update() -> dict:
+    return {
+        "update_id": "m:v2:CANARY", "model": "m", "version": "v2", "previous_version": "v1",
+        "current_version": "v1", "stage": "CANARY", "canary_fraction": 0.1, "slices": ["eu"],
+        "reason": "shadow passed", "request_id": "r1", "statistic": 21.0, "events": 400,
+        "updated_at": 1_790_000_000_000,
+    }  # fmt: skip
+
+
 SAMPLES = {
+    "ModelUpdate": sample_update,
     "DriftStat": sample_stat,
     "DriftAlert": sample_alert,
     "DeadLetter": sample_dead_letter,
@@ -123,6 +133,7 @@ def test_table_for_topic_covers_the_sink_topics():
         "x.events.dlq": "dead_letters",
         "x.retrain.requests": "retrain_requests",
         "x.retrain.results": "retrain_results",
+        "x.models": "model_rollouts",
     }
 
 

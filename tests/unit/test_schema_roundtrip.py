@@ -103,7 +103,7 @@ def test_old_version_bytes_decode_with_new_schema():
         "label": 1,
     }
     decoded = EVENT.decode(EVENT.encode_with(old, v1))
-    assert decoded == {**old, "categorical": {}}
+    assert decoded == {**old, "categorical": {}, "model_version": None}
 
 
 def test_unknown_fingerprint_and_garbage_are_clear_errors():

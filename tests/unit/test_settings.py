@@ -35,7 +35,7 @@ def test_defaults() -> None:
     assert s.kafka_version == "3.9.1"
     assert s.topics.all() == [
         "drift.events", "drift.events.dlq", "drift.stats",
-        "drift.alerts", "drift.retrain.requests", "drift.retrain.results",
+        "drift.alerts", "drift.retrain.requests", "drift.retrain.results", "drift.models",
     ]  # fmt: skip
     assert s.confluent_config() == {"bootstrap.servers": "127.0.0.1:9092", "security.protocol": "plaintext"}
 

@@ -105,7 +105,7 @@ def test_subscribes_to_the_sink_topics_with_manual_commits(settings, store):
     sink = ClickHouseSink(settings, client=store, consumer=consumer)
     sink.step()
     t = settings.topics
-    assert sorted(consumer.topics) == sorted([t.alerts, t.stats, t.dlq, t.retrain_requests, t.retrain_results])
+    assert sorted(consumer.topics) == sorted([t.alerts, t.stats, t.dlq, t.retrain_requests, t.retrain_results, t.models])
     conf = sink.consumer_config()
     assert conf["enable.auto.commit"] is False and conf["group.id"] == settings.sink_group
 

@@ -95,13 +95,17 @@ def test_split_statements_respects_quotes_and_comments():
 def test_ddl_files_are_ordered_and_one_statement_each():
     names = [name for name, _ in store.ddl_files()]
     assert names == ["001_drift_stats.sql", "002_drift_alerts.sql", "003_dead_letters.sql",
-                     "004_retrain_requests.sql", "005_retrain_results.sql", "006_rollups.sql"]  # fmt: skip
+                     "004_retrain_requests.sql", "005_retrain_results.sql", "006_rollups.sql",
+                     "007_retrain_results_v2.sql", "008_model_rollouts.sql"]  # fmt: skip
     for name, text in store.ddl_files():
         statements = store.split_statements(text)
         if name < "006":  # one table per file; later files add rollups (tables + their views)
             assert len(statements) == 1, name
         for statement in statements:  # idempotent: apply_schema runs at every sink start
-            assert statement.startswith(("CREATE TABLE IF NOT EXISTS", "CREATE MATERIALIZED VIEW IF NOT EXISTS")), name
+            assert statement.startswith(("CREATE TABLE IF NOT EXISTS", "CREATE MATERIALIZED VIEW IF NOT EXISTS",
+                                          "ALTER TABLE")), name
+            if statement.startswith("ALTER TABLE"):  # a migration: every clause IF NOT EXISTS
+                assert statement.count("ADD COLUMN") == statement.count("ADD COLUMN IF NOT EXISTS"), name
 
 
 # --- the embedded store ----------------------------------------------------------------------

@@ -178,6 +178,37 @@ SELECT
     JSONExtract(j, 'decision', 'String') AS decision,
     JSONExtract(j, 'reason', 'String') AS reason,
     JSONExtract(j, 'artifact_uri', 'Nullable(String)') AS artifact_uri,
-    fromUnixTimestamp64Milli(JSONExtractInt(j, 'finished_at'), 'UTC') AS finished_at
+    fromUnixTimestamp64Milli(JSONExtractInt(j, 'finished_at'), 'UTC') AS finished_at,
+    JSONExtract(j, 'cause', 'Nullable(String)') AS cause,
+    JSONExtract(j, 'module_scores', 'Map(String, Float64)') AS module_scores,
+    JSONExtract(j, 'checks', 'Map(String, Float64)') AS checks
 FROM (SELECT driftwatch_decode('RetrainResult', base64Encode(value)) AS j FROM retrain_results_queue)
+WHERE NOT JSONHas(j, '_error');
+
+-- model_rollouts <- topic {prefix}.models (ModelUpdate)
+CREATE TABLE IF NOT EXISTS model_rollouts_queue (value String)
+ENGINE = Kafka
+SETTINGS kafka_broker_list = 'broker1:9092',
+         kafka_topic_list = 'drift.models',
+         kafka_group_name = 'clickhouse-model_rollouts',
+         kafka_format = 'RawBLOB';
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS model_rollouts_from_kafka TO model_rollouts AS
+SELECT
+    JSONExtract(j, 'update_id', 'String') AS update_id,
+    JSONExtract(j, 'schema_version', 'UInt16') AS schema_version,
+    JSONExtract(j, 'model', 'String') AS model,
+    JSONExtract(j, 'version', 'String') AS version,
+    JSONExtract(j, 'previous_version', 'Nullable(String)') AS previous_version,
+    JSONExtract(j, 'current_version', 'Nullable(String)') AS current_version,
+    JSONExtract(j, 'stage', 'String') AS stage,
+    JSONExtract(j, 'canary_fraction', 'Float64') AS canary_fraction,
+    JSONExtract(j, 'slices', 'Array(String)') AS slices,
+    JSONExtract(j, 'decision', 'Nullable(String)') AS decision,
+    JSONExtract(j, 'reason', 'String') AS reason,
+    JSONExtract(j, 'request_id', 'Nullable(String)') AS request_id,
+    JSONExtract(j, 'statistic', 'Nullable(Float64)') AS statistic,
+    JSONExtract(j, 'events', 'Int64') AS events,
+    fromUnixTimestamp64Milli(JSONExtractInt(j, 'updated_at'), 'UTC') AS updated_at
+FROM (SELECT driftwatch_decode('ModelUpdate', base64Encode(value)) AS j FROM model_rollouts_queue)
 WHERE NOT JSONHas(j, '_error');
