@@ -62,11 +62,16 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from deploy.services import SERVICES, start_services
+    from deploy import services
+    from runtime.metrics import start_metrics
 
-    names = tuple(args.only.split(",")) if args.only else SERVICES
-    group = start_services(settings, names)
-    print(f"running {', '.join(names)}; Ctrl-C stops them", file=sys.stderr)
+    names = services.check_names(tuple(n.strip() for n in args.only.split(","))) if args.only else services.SERVICES
+    workers = services.parse_workers(args.workers, names)
+    slots = services.plan_slots(settings, workers)  # checks the plan before anything starts
+    start_metrics(settings, "supervisor", port=services.supervisor_port(settings, slots))
+    group = services.start_services(settings, names, workers=workers)
+    shown = ", ".join(n if workers[n] == 1 else f"{n} x{workers[n]}" for n in names)
+    print(f"running {shown}; a service that dies is restarted; Ctrl-C stops them", file=sys.stderr)
     stopping = False
 
     def request_stop(*_: object) -> None:
@@ -75,14 +80,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    while not stopping:
-        dead = [n for n, ok in group.alive().items() if not ok]
-        if dead:
-            print(f"service(s) exited: {', '.join(dead)}; stopping the rest", file=sys.stderr)
-            break
+    while not stopping and group.fatal is None:
+        group.supervise()  # restarts a dead service with backoff; each restart logged (WARNING)
         time.sleep(0.5)
     codes = group.stop()
-    print(f"stopped: {codes}", file=sys.stderr)
+    print(f"stopped: {codes}; restarts: {group.restarts()}", file=sys.stderr)
     return 0 if stopping and all(c in (0, -signal.SIGTERM) for c in codes.values()) else 1
 
 
@@ -174,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     from deploy.services import SERVICES
 
     r.add_argument("--only", help=f"comma-separated subset of {','.join(SERVICES)}")
+    r.add_argument("--workers", metavar="NAME=N,...", help="processes per service in its consumer group (streams=2,retrain=2)")
     r.set_defaults(fn=cmd_run)
     pr = sub.add_parser("produce", help="JSON-lines events to the events topic")
     pr.add_argument("--file", required=True)
