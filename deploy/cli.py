@@ -22,7 +22,17 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from runtime.topics import ensure_topics
 
     broker = LocalBroker(settings)
-    if broker.host in LOCAL_HOSTS and "," not in settings.kafka_bootstrap:
+    if args.brokers is not None and args.brokers > 1:
+        from deploy.cluster import LocalCluster
+
+        cluster = LocalCluster(settings, args.brokers)
+        cluster.up()
+        settings = settings.model_copy(update={"kafka_bootstrap": cluster.bootstrap})
+        st = cluster.status()
+        print(f"local cluster of {st['brokers']} brokers up (replication factor {st['replication_factor']}, "
+              f"min.insync.replicas {st['min_insync_replicas']}); for every client:\n"
+              f"  export DRIFT_KAFKA_BOOTSTRAP={cluster.bootstrap}")  # fmt: skip
+    elif broker.host in LOCAL_HOSTS and "," not in settings.kafka_bootstrap:
         broker.up()
         print(f"local broker up at {settings.kafka_bootstrap}")
     else:
@@ -36,16 +46,20 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.broker import LocalBroker
+    from deploy.cluster import LocalCluster
 
-    LocalBroker(settings).down()
-    print("broker stopped")
+    nodes = LocalCluster(settings).down()  # the cluster last brought up here, if any
+    single = LocalBroker(settings).down()
+    print(f"stopped: {nodes} cluster node(s), {'the' if single else 'no'} single broker")
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.broker import LocalBroker
+    from deploy.cluster import LocalCluster
 
-    status = LocalBroker(settings).status()
+    cluster = LocalCluster(settings)
+    status = cluster.status() if cluster.nodes else LocalBroker(settings).status()
     try:  # through the sink's query socket while the services hold the embedded store
         from consumers.query_server import open_reader
 
@@ -169,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="driftctl", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start the local broker, create topics, apply the ClickHouse schema").set_defaults(fn=cmd_up)
-    sub.add_parser("down", help="stop the local broker").set_defaults(fn=cmd_down)
+    u = sub.add_parser("up", help="start the local broker, create topics, apply the ClickHouse schema")
+    u.add_argument("--brokers", type=int, metavar="N", help="a local KRaft cluster of N nodes (default: one broker)")
+    u.set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop the local broker or cluster").set_defaults(fn=cmd_down)
     sub.add_parser("status", help="broker, topics and ClickHouse as JSON").set_defaults(fn=cmd_status)
     r = sub.add_parser("run", help="all services in the foreground; Ctrl-C stops them")
     from deploy.services import SERVICES
