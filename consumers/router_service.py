@@ -141,6 +141,7 @@ class RouterService:
                         "client.id": f"drift-router-{self.settings.worker_id}",
                         "enable.auto.commit": False,
                         "auto.offset.reset": "earliest",
+                        "session.timeout.ms": int(self.settings.kafka_session_timeout_seconds * 1000),
                         **kafka_log_config(log),  # repeated connection errors: once per interval
                     }
                 )

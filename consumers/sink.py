@@ -168,6 +168,7 @@ class ClickHouseSink:
                 "enable.auto.commit": False,  # commit only after the insert succeeded
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
+                "session.timeout.ms": int(self.settings.kafka_session_timeout_seconds * 1000),
                 **kafka_log_config(log),  # librdkafka's lines through logging, repeats once per interval
                 **metrics.stats_config(self.settings),  # consumer lag gauges
             }

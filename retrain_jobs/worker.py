@@ -181,6 +181,7 @@ class RetrainWorker:
                         "client.id": f"drift-retrain-{self.settings.worker_id}",
                         "enable.auto.commit": False,  # commit only after the result is acknowledged
                         "auto.offset.reset": "earliest",
+                        "session.timeout.ms": int(self.settings.kafka_session_timeout_seconds * 1000),
                         **kafka_log_config(log),  # repeated connection errors: once per interval
                     }
                 )

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     streams_session_timeout_seconds: float = Field(
         10.0, ge=6, le=300, description="a crashed worker's partitions move to another one after this long"
     )
+    kafka_session_timeout_seconds: float = Field(
+        10.0, ge=6, le=300,
+        description="router, retrain and sink: a killed process's partitions move on (or to its restart) after this long",
+    )
     stream_batch_size: int = Field(5000, ge=1, description="most events the worker takes from Kafka at once")
     stream_batch_seconds: float = Field(0.2, gt=0, description="longest wait for a batch to fill")
 
