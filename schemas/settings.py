@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     )
     stream_batch_size: int = Field(5000, ge=1, description="most events the worker takes from Kafka at once")
     stream_batch_seconds: float = Field(0.2, gt=0, description="longest wait for a batch to fill")
+    event_max_id_length: int = Field(
+        256, ge=8, le=65_536,
+        description="longest event_id, model, slice, model_version, feature name or category; longer: dead-lettered",
+    )
+    event_max_features: int = Field(
+        1000, ge=1, le=100_000, description="most features (numeric + categorical) of one event; more: dead-lettered"
+    )
 
     # --- sink ----------------------------------------------------------------------------
     sink_group: str = "drift-sink"
