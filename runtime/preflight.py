@@ -41,7 +41,7 @@ def explain(settings: Settings, code: str, text: str, waited: float) -> str:
     where = settings.kafka_bootstrap
     proto = settings.kafka_security_protocol
     low = text.lower()
-    if code == "_AUTHENTICATION" or "authentication" in low or "sasl" in low and "fail" in low:
+    if code == "_AUTHENTICATION" or "sasl authentication" in low or "invalid credentials" in low:
         return (
             f"DRIFT_KAFKA_SASL_USERNAME / DRIFT_KAFKA_SASL_PASSWORD: {where} refused the "
             f"{settings.kafka_sasl_mechanism} login of user {settings.kafka_sasl_username!r} ({_short(text)})"
@@ -96,6 +96,7 @@ def check_kafka(settings: Settings, timeout: float = 6.0) -> int:
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             last = err.str() if isinstance(err, KafkaError) else str(exc)
+        admin.poll(0)  # serves error_cb: a refused login or certificate arrives only this way
         for err in errors:
             if err.name() in ("_AUTHENTICATION", "_SSL") or err.fatal():
                 _raise(explain(settings, err.name(), err.str(), time.monotonic() - started))
