@@ -78,7 +78,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - status reports, never fails
         status["clickhouse"] = {"reachable": False, "error": str(exc)}
     print(json.dumps(status, indent=2, default=str))
-    return 0 if status["kafka"]["reachable"] else 1
+    if not status["kafka"]["reachable"]:
+        print(f"driftctl status: {status['kafka']['error']}", file=sys.stderr)  # the one line to read
+        return 1
+    return 0
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
