@@ -68,6 +68,7 @@ CAUSE_CANARY_REGRESSED = ROLLOUT_CAUSE_PREFIX + "canary_regressed"
 CAUSE_WATCH_PASSED = ROLLOUT_CAUSE_PREFIX + "watch_passed"
 CAUSE_WATCH_REGRESSED = ROLLOUT_CAUSE_PREFIX + "watch_regressed"
 CAUSE_STALE_PARENT = ROLLOUT_CAUSE_PREFIX + "stale_parent"
+CAUSE_REGISTRY_MOVED = ROLLOUT_CAUSE_PREFIX + "registry_moved"
 
 
 class RolloutError(DriftError):
@@ -238,7 +239,37 @@ class Rollout:
         self.worse.update(-x)
         return self._after_harm_event()
 
+    def abort(self, decision: str, cause: str, reason: str) -> Transition:
+        """End the rollout now as ``decision`` (REJECTED or ROLLED_BACK), e.g. when the promotion's
+        compare-and-swap finds that another version became current meanwhile."""
+        if self.done or self.phase == "CANDIDATE" or decision not in ("REJECTED", "ROLLED_BACK"):
+            raise RolloutError(f"cannot end the rollout of {self.model} {self.candidate} ({self.phase}) as {decision}")
+        return self._enter(decision, decision, cause, reason, self._statistic())
+
+    def reconcile(self, current_version: str | None) -> Transition | None:
+        """The registry pointer is the truth: the transition that makes this rollout agree with
+        it (after a crash between a pointer swap and the checkpoint, or a change by hand), or
+        None when they agree."""
+        if self.done or self.phase == "CANDIDATE":
+            return None
+        if self.phase in ("SHADOW", "CANARY"):
+            if current_version == self.incumbent:
+                return None
+            if current_version == self.candidate:
+                return self._enter_watch(CAUSE_REGISTRY_MOVED, f"the registry already points at {self.candidate}: "
+                                         "promoted", self._statistic())
+            return self.abort("REJECTED", CAUSE_STALE_PARENT, f"stale parent: the current version moved from "
+                              f"{self.incumbent} to {current_version} during the rollout")
+        if current_version == self.candidate:  # WATCH
+            return None
+        return self.abort("ROLLED_BACK", CAUSE_REGISTRY_MOVED, f"the registry points at {current_version}, not the "
+                          f"promoted {self.candidate} (rolled back before a restart, or by hand)")
+
     # --- internals ------------------------------------------------------------------------
+
+    def _statistic(self) -> float:
+        test = self.better if self.phase == "SHADOW" else self.worse
+        return test.e_value if test is not None else 1.0
 
     def _after_shadow_event(self) -> Transition | None:
         c, better, worse = self.config, self.better, self.worse
