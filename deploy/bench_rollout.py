@@ -61,7 +61,7 @@ def run_rollout_bench(settings: Settings, out: TextIO = sys.stderr, quick: bool 
     null_decisions: list[dict[str, Any]] = []
     with progress(settings, total=len(seeds) + 1, desc="bench rollout", unit="phase") as bar:
         for seed in seeds:
-            runs.append(_seed_run(settings, config, seed, live, out, null_decisions, null_runs // len(seeds)))
+            runs.append(_seed_run(settings, config, seed, live, out, null_decisions, -(-null_runs // len(seeds))))
             bar.to(len(runs))
         bar.to(len(seeds) + 1)
     return _summary(config, runs, null_decisions, quick, out)
