@@ -48,6 +48,7 @@ from retrain_jobs.rollout_store import (
     model_update,
     stage_update,
 )
+from runtime import metrics
 from runtime.kafka import iter_topic, value_decoder, watermarks
 from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT, decode_event
 from schemas.errors import InfraError, SchemaError
@@ -161,6 +162,7 @@ class RolloutService:
         for kind, rec in records:
             if kind == MODELS:
                 self.last_update[rec["model"]] = rec
+                metrics.ROLLOUT_STAGES.labels(rec["model"], rec["stage"]).inc()
                 log.info("models: %s %s %s (current %s) %s", rec["model"], rec["version"], rec["stage"],
                          rec["current_version"], rec["reason"])  # fmt: skip
             else:
@@ -285,7 +287,11 @@ class RolloutService:
                     wanted.setdefault(st.request_id, []).append(event)
         fed = 0
         for rid, evs in wanted.items():
-            fed += self._feed(self.active[rid], evs)
+            try:
+                fed += self._feed(self.active[rid], evs)
+            except Exception:  # a model that cannot score these events must not stop the other rollouts
+                self.skipped += len(evs)
+                log.exception("rollout %s: could not score %d events; skipped", rid, len(evs))
         return fed
 
     def _net(self, model: str, version: str) -> Any:
@@ -306,6 +312,7 @@ class RolloutService:
             if t is not None:
                 self._act(st, t)
         st.since_checkpoint += n
+        metrics.ROLLOUT_EVENTS.labels(r.model).inc(n)
         return n
 
     def _act(self, st: RolloutState, t: Transition) -> None:
@@ -358,6 +365,7 @@ class RolloutService:
                 log.info("rollout %s of %s %s ended %s", st.request_id, st.rollout.model, st.rollout.candidate,
                          st.rollout.phase)  # fmt: skip
         self._reassign()
+        metrics.ROLLOUTS_ACTIVE.set(len(self.active))
         return True
 
     # --- the loop --------------------------------------------------------------------------
