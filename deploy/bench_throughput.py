@@ -1,4 +1,4 @@
-"""How many events per second one streams worker gets through, measured end to end.
+"""How many events per second the streams worker gets through, measured end to end.
 
 The events are produced *before* the worker starts, so the producer does not compete
 with the worker for CPU, and the clock runs from the worker's first committed offset to
@@ -7,6 +7,12 @@ are reported separately instead of diluting the rate. The worker commits at its
 checkpoints (a slice's ``snapshot_every_events``, or every second here), so the
 granularity is one checkpoint; use at least 100k events.
 
+:func:`compare_throughput` (``driftctl bench throughput --baseline --workers N``) measures,
+in one run on one topic of events, the plain loop of deploy/bench_baseline.py (the ceiling,
+before and after the workers) and groups of 1..N worker processes. With several workers the
+clock starts once every one of them holds partitions: before that, the first one to join
+runs alone.
+
 Runs on throw-away topics (a unique prefix) with a unique app id, deleted afterwards.
 """
 
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -246,87 +253,95 @@ def compare_throughput(
     *,
     baseline: bool = True,
     workers: int = 1,
+    rounds: int = 1,
     slices: int = 5,
     features: tuple[str, ...] = ("amount", "latency_ms"),
     timeout: float = 300.0,
     log_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """One run, one set of events on one broker: the plain loop (deploy/bench_baseline.py) before
-    and after the streams worker(s), and the worker(s) with 1..``workers`` processes in a group.
+    """One run, one set of events on one broker: the plain loop (deploy/bench_baseline.py) and
+    the streams worker(s) in groups of 1..``workers`` processes, ``rounds`` times.
 
-    One after the other, never at once (they would share the CPUs). The plain loop runs twice,
-    bracketing the workers, so a change of the machine's load during the run shows as a spread
-    between its two rates; the ratio uses their mean.
+    One after the other, never at once (they would share the CPUs): plain, 1, .., N workers,
+    plain, 1, .., N, ..., plain. The plain loop brackets every round, so a change of the
+    machine's load shows as a spread between its rates; the summary takes medians.
     """
     from deploy.bench_baseline import run_plain_loop
 
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers < 1 or rounds < 1:
+        raise ValueError(f"workers and rounds must be at least 1, got {workers} and {rounds}")
     run = bench_settings(settings)
     log_dir = log_dir or Path(run.run_dir).resolve() / "bench" / run.app_id
     ensure_topics(run)
+    plain: list[dict[str, Any]] = []
+    by_workers: dict[int, list[dict[str, Any]]] = {n: [] for n in range(1, workers + 1)}
     try:
         total = produce_bench_events(run, n_events, slices, features)
-        plain = []
 
         def plain_once() -> None:
             if baseline:
                 plain.append(run_plain_loop(run, run.topics.events, total, f"{run.app_id}-plain-{len(plain)}", timeout))
 
         plain_once()
-        by_workers = {}
-        for n in range(1, workers + 1):
-            by_workers[n] = measure_workers(run, total, n, timeout=timeout, log_dir=log_dir / f"w{n}")
-        plain_once()
+        for r in range(rounds):
+            for n, runs in by_workers.items():
+                runs.append(measure_workers(run, total, n, timeout=timeout, log_dir=log_dir / f"r{r}w{n}"))
+            plain_once()
     finally:
         delete_topics(run, run.topics.all() + app_topics(run))
     return throughput_summary(plain, by_workers, events=total, slices=slices, features=len(features))
 
 
 def throughput_summary(
-    plain: list[dict[str, Any]], by_workers: dict[int, dict[str, Any]], **extra: Any
+    plain: list[dict[str, Any]], by_workers: dict[int, list[dict[str, Any]]], **extra: Any
 ) -> dict[str, Any]:
-    """The JSON of a comparison: rates, the worker/plain-loop ratio, and 2+ workers against 1."""
-    one = by_workers[1]["events_per_second"]
+    """The JSON of a comparison: median rates, the worker/plain-loop ratio, N workers against 1."""
+    rates = {n: [r["events_per_second"] for r in runs] for n, runs in by_workers.items()}
+    one = statistics.median(rates[1])
     result: dict[str, Any] = {
         "worker_events_per_s": one,
-        "workers_events_per_s": {str(n): r["events_per_second"] for n, r in by_workers.items()},
+        "workers_events_per_s": {str(n): statistics.median(v) for n, v in rates.items()},
+        "rounds": len(rates[1]),
         **extra,
-        "runs": {"workers": {str(n): r for n, r in by_workers.items()}},
+        "runs": {"workers": {str(n): runs for n, runs in by_workers.items()}},
     }
     if plain:
-        rates = [p["events_per_second"] for p in plain]
-        base = sum(rates) / len(rates)
-        result.update(baseline_events_per_s=base, baseline_runs_events_per_s=rates, ratio=one / base)
+        base_rates = [p["events_per_second"] for p in plain]
+        base = statistics.median(base_rates)
+        result.update(baseline_events_per_s=base, baseline_runs_events_per_s=base_rates, ratio=one / base)
         result["runs"]["baseline"] = plain
-    if len(by_workers) > 1:
-        result["scaling"] = {str(n): r["events_per_second"] / one for n, r in by_workers.items()}
+    if len(rates) > 1:  # N workers against one in the same round, then the median over rounds
+        result["scaling"] = {str(n): statistics.median(a / b for a, b in zip(v, rates[1])) for n, v in rates.items()}
     return result
 
 
 def format_summary(result: dict[str, Any]) -> str:
-    """The side-by-side table ``driftctl bench throughput`` prints."""
+    """The side-by-side table ``driftctl bench throughput`` prints (medians; every run in brackets)."""
+
+    def listed(values: list[float]) -> str:
+        return ", ".join(f"{v:,.0f}" for v in values)
+
     rows = []
     if "baseline_events_per_s" in result:
-        runs = ", ".join(f"{r:,.0f}" for r in result["baseline_runs_events_per_s"])
-        rows.append(("plain loop (1 consumer, fastavro, 1 ADWIN per slice x feature)",
-                     result["baseline_events_per_s"], f"1.00  (runs before/after: {runs})"))  # fmt: skip
+        rows.append(("plain loop (1 consumer, fastavro, 1 ADWIN per slice x feature)", result["baseline_events_per_s"],
+                     f"1.00  (runs, first to last: {listed(result['baseline_runs_events_per_s'])})"))  # fmt: skip
     base = result.get("baseline_events_per_s")
     for n, rate in result["workers_events_per_s"].items():
-        run = result["runs"]["workers"][n]
+        runs = result["runs"]["workers"][n]
         notes = [f"{rate / base:.2f} of the plain loop" if base else ""]
+        if len(runs) > 1:
+            notes.append(f"runs {listed([r['events_per_second'] for r in runs])}")
         if n != "1":
             notes.append(f"{result['scaling'][n]:.2f}x one worker")
-        if int(n) > 1:
-            notes.append(f"counted once all held partitions ({run['committed_before_complete']:,} events before)")
-        split = run.get("worker_events")
-        if split and int(n) > 1:
-            notes.append("events per worker " + "/".join(f"{v:,}" if v is not None else "?" for v in split.values()))
+            notes.append(f"counted once all held partitions ({runs[-1]['committed_before_complete']:,} events before)")
+            split = runs[-1].get("worker_events")
+            if split:
+                notes.append("events per worker " + "/".join(f"{v:,}" if v is not None else "?" for v in split.values()))
         label = f"streams worker{'s' if n != '1' else ''} x{n} (one group)"
         rows.append((label, rate, "; ".join(x for x in notes if x)))
     width = max(len(r[0]) for r in rows)
     head = (f"driftctl bench throughput: {result['events']:,} events, {result['slices']} slices x "
-            f"{result['features']} features, one after the other on one broker")  # fmt: skip
+            f"{result['features']} features, {result['rounds']} round(s) one after the other on one broker")  # fmt: skip
     lines = [head]
     lines += [f"  {label.ljust(width)}  {rate:>9,.0f} events/s  {note}" for label, rate, note in rows]
     return "\n".join(lines)

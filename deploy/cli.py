@@ -161,10 +161,11 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from deploy.bench_retrain import run_retrain_bench
 
         result = run_retrain_bench(settings, out=sys.stderr, quick=args.quick)
-    elif args.baseline or args.workers > 1:  # side by side: the plain loop, 1..N workers
+    elif args.baseline or args.workers > 1 or args.rounds > 1:  # side by side: the plain loop, 1..N workers
         from deploy.bench_throughput import compare_throughput, format_summary
 
-        result = compare_throughput(settings, args.events, baseline=args.baseline, workers=args.workers)
+        result = compare_throughput(settings, args.events, baseline=args.baseline, workers=args.workers,
+                                    rounds=args.rounds)
         print(format_summary(result))
     else:  # throughput of one streams worker
         from deploy.bench_throughput import measure_worker_throughput
@@ -217,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="throughput: also the plain loop (1 consumer, fastavro, 1 ADWIN per slice x feature), and the ratio")
     b.add_argument("--workers", type=_positive_int, default=1,
                    help="throughput: also 2..N streams workers in one group, side by side with one")
+    b.add_argument("--rounds", type=_positive_int, default=1,
+                   help="throughput: repeat the comparison (medians are reported; for a loaded machine)")
     b.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     b.set_defaults(fn=cmd_bench)
     # Commands of the retraining and monitoring areas live next to their code.

@@ -59,15 +59,26 @@ def test_worker_events_reads_the_shutdown_line():
 def test_summary_has_the_ratio_the_scaling_and_a_row_each():
     plain = [{"events_per_second": 40_000.0}, {"events_per_second": 60_000.0}]
     runs = {
-        1: {"events_per_second": 20_000.0, "committed_before_complete": 0},
-        2: {"events_per_second": 30_000.0, "committed_before_complete": 4000,
-            "worker_events": {"streams-1": 120, "streams-2": 80}},
+        1: [{"events_per_second": 20_000.0, "committed_before_complete": 0}],
+        2: [{"events_per_second": 30_000.0, "committed_before_complete": 4000,
+             "worker_events": {"streams-1": 120, "streams-2": 80}}],
     }  # fmt: skip
     result = throughput_summary(plain, runs, events=200, slices=5, features=2)
     assert result["baseline_events_per_s"] == 50_000 and result["worker_events_per_s"] == 20_000
     assert result["ratio"] == pytest.approx(0.4) and result["scaling"]["2"] == pytest.approx(1.5)
     text = format_summary(result)
     assert "plain loop" in text and "0.40 of the plain loop" in text and "1.50x one worker" in text
-    assert "120/80" in text
+    assert "120/80" in text and "4,000 events before" in text
     no_baseline = throughput_summary([], runs, events=200, slices=5, features=2)
     assert "ratio" not in no_baseline and "plain loop" not in format_summary(no_baseline)
+
+
+def test_rounds_give_medians_and_the_scaling_of_each_round():
+    plain = [{"events_per_second": v} for v in (40_000.0, 10_000.0, 50_000.0, 45_000.0)]
+    one = [{"events_per_second": v, "committed_before_complete": 0} for v in (20_000.0, 5_000.0, 22_000.0)]
+    two = [{"events_per_second": v, "committed_before_complete": 0} for v in (30_000.0, 9_000.0, 33_000.0)]
+    result = throughput_summary(plain, {1: one, 2: two}, events=200, slices=5, features=2)
+    assert result["rounds"] == 3 and result["baseline_events_per_s"] == 42_500
+    assert result["workers_events_per_s"] == {"1": 20_000, "2": 30_000}
+    assert result["scaling"]["2"] == pytest.approx(1.5)  # median of 1.5, 1.8, 1.5
+    assert "runs 20,000, 5,000, 22,000" in format_summary(result)
