@@ -26,8 +26,12 @@ cut, the events topic's current end offsets; the Kafka service around it is
    for that slice arriving in it (or while its request is in flight) are suppressed: the
    request's snapshot already reaches past them. Alerts already part of a request (a replay
    after a restart) are dropped as duplicates.
-6. **Escalation.** A REJECTED result by the validation gate (not a failed job or missing data,
-   see :data:`FINAL_REASON_PREFIXES`) makes a request for the next tier (``next_tier``:
+   **Triage.** A result SKIPPED by triage (a data drift that did not hurt the model, cause
+   NO_HARM) cools the slice down again from its arrival; a PERFORMANCE_DRIFT or LABEL_DRIFT
+   alert on that slice still gets through that cooldown (measured harm outranks the triage).
+6. **Escalation.** A REJECTED result whose typed ``cause`` is a gate check
+   (:data:`schemas.retraining.ESCALATING_CAUSES`; not a failed job, missing data or a stale
+   parent) makes a request for the next tier (``next_tier``:
    ADAPTER -> MODULE -> FULL) on the same alerts and the same snapshot, up to ``max_tier`` and
    ``max_escalations`` per original request; it takes the freed slot at once. ``max_tier``
    defaults to MODULE: a full retrain (every parameter) never starts on its own unless configured.
@@ -58,7 +62,7 @@ from typing import Any, Protocol
 
 from schemas.codec import RETRAIN_REQUEST
 from schemas.errors import DriftError
-from schemas.retraining import FINAL_REASON_PREFIXES, TIERS
+from schemas.retraining import CONCEPT_ALERTS, TIERS, Cause, Decision, cause_of, escalates
 
 POLICY_VERSION = "router-1"
 SEVERITY_RANK = {"LOW": 1, "MEDIUM": 2, "HIGH": 3}
@@ -209,6 +213,7 @@ class Router:
         self.in_flight: dict[str, float] = {}  # request_id -> deadline
         self.cooldown_until: dict[tuple[str, str], float] = {}
         self.busy_slices: dict[tuple[str, str], str] = {}  # (model, slice) -> in-flight request_id
+        self.skipped_slices: set[tuple[str, str]] = set()  # last result SKIPPED: concept alerts pass the cooldown
         self.emitted: OrderedDict[str, Emitted] = OrderedDict()
         self.requested_alerts: OrderedDict[str, None] = OrderedDict()
         self.slices_seen: dict[str, set[str]] = {}
@@ -231,7 +236,8 @@ class Router:
             return self._count("duplicate")
         if key in self.busy_slices:
             return self._count("busy")
-        if now < self.cooldown_until.get(key, -math.inf):
+        if now < self.cooldown_until.get(key, -math.inf) and not (
+                key in self.skipped_slices and alert.get("alert_type") in CONCEPT_ALERTS):
             return self._count("cooldown")
         if group is None:
             group = self.pending[key] = Group(alert["model"], alert["slice"], now)
@@ -251,7 +257,10 @@ class Router:
         if emitted is None:
             self._count("result_unknown")
             return []
-        if result["decision"] != "REJECTED" or str(result.get("reason", "")).startswith(FINAL_REASON_PREFIXES):
+        if result["decision"] == Decision.SKIPPED and cause_of(result) == Cause.NO_HARM:
+            self._skipped(result["model"], emitted.request["slices"], now)
+            return []
+        if not escalates(result):
             self._count("result_final")
             return []
         escalated = self._escalate(emitted, now)
@@ -278,6 +287,7 @@ class Router:
         oldest first, which gives its root and its escalation count. One whose alerts are gone
         is not escalated.
         """
+        results = list(results)
         done = {r["request_id"] for r in results}
         by_id = {a["alert_id"]: a for a in alerts}
         chains: dict[tuple[str, tuple[str, ...]], list[str]] = {}
@@ -303,6 +313,11 @@ class Router:
                     self.busy_slices[(req["model"], s)] = req["request_id"]
         while len(self.emitted) > REMEMBERED_REQUESTS:
             self.emitted.popitem(last=False)
+        for res in sorted(results, key=lambda r: r.get("finished_at") or 0):  # the latest result per slice wins
+            for s in res.get("slices") or ():
+                self.skipped_slices.discard((res["model"], s))
+            if res["decision"] == Decision.SKIPPED and cause_of(res) == Cause.NO_HARM:
+                self._skipped(res["model"], res.get("slices") or (), (res.get("finished_at") or 0) / 1000.0)
 
     def forget(self, partitions: set[tuple[str, int]]) -> int:
         """Drop pending alerts read from partitions this router no longer owns (their new owner
@@ -398,6 +413,7 @@ class Router:
             "priority": priority_for(alerts),
             "policy_version": POLICY_VERSION,
             "created_at": int(now * 1000),
+            "alert_types": sorted({a["alert_type"] for a in alerts}),
         }
 
     def snapshot(self, alerts: list[Alert], slices: list[str], end_offsets: Mapping[int, int]) -> dict[str, Any]:
@@ -429,6 +445,7 @@ class Router:
             key = (request["model"], s)
             self.busy_slices[key] = rid
             self.cooldown_until[key] = now + self.config.cooldown_seconds
+            self.skipped_slices.discard(key)
         for a in alerts:
             self._remember_alert(a["alert_id"])
         self.emitted[rid] = Emitted(request, alerts, root_id, escalations)
@@ -464,6 +481,14 @@ class Router:
             return None
         self._admit(request, emitted.alerts, now, emitted.root_id, emitted.escalations + 1)
         return request
+
+    def _skipped(self, model: str, slices: Iterable[str], now: float) -> None:
+        """Triage found no harm: the slice cools down from now; concept alerts still pass."""
+        for s in slices:
+            key = (model, s)
+            self.skipped_slices.add(key)
+            self.cooldown_until[key] = max(self.cooldown_until.get(key, -math.inf), now + self.config.cooldown_seconds)
+        self._count("skipped")
 
     def _remember_alert(self, alert_id: str) -> None:
         self.requested_alerts[alert_id] = None

@@ -220,6 +220,11 @@ def compute_saved_figure(rows: list[dict[str, Any]]) -> go.Figure:
                marker_color="#8d99ae", customdata=[r["full_cost_basis"] for r in rows],
                text=[f"{r['full_retrain_seconds']:.3g} s" for r in rows], textposition="outside",
                hovertemplate="%{x}<br>%{y:.3g} s as full retrains (%{customdata})<extra></extra>"),
+        go.Bar(x=labels, y=[r["wasted_seconds"] for r in rows], name="wasted: rejected or rolled-back jobs",
+               marker_color="#e76f51", hovertemplate="%{x}<br>%{y:.3g} s wasted<extra></extra>"),
+        go.Bar(x=labels, y=[r["avoided_seconds"] for r in rows], name="avoided: SKIPPED by triage (estimated)",
+               marker_color="#e9c46a", customdata=[r["skipped"] for r in rows],
+               hovertemplate="%{x}<br>%{y:.3g} s avoided by %{customdata} skipped requests<extra></extra>"),
     ])  # fmt: skip
     top = max((r["full_retrain_seconds"] for r in rows), default=0.0)
     for label, r in zip(labels, rows):
@@ -445,8 +450,9 @@ def render(data: ReportData) -> str:
         if saved:
             body += "<h3>Compute: selective retraining against full retrains</h3>"
             body += _plot(compute_saved_figure(saved), "plot-compute-saved")
-            body += html_table(saved, ["model", "tier", "jobs", "promoted", "rejected", "rolled_back",
-                                       "share_params_updated", "train_seconds", "full_retrain_seconds",
+            body += html_table(saved, ["model", "tier", "jobs", "promoted", "rejected", "rolled_back", "skipped",
+                                       "share_params_updated", "train_seconds", "promoted_seconds", "wasted_seconds",
+                                       "avoided_seconds", "full_retrain_seconds",
                                        "saved_seconds", "saved_share", "full_cost_basis"])  # fmt: skip
         if links:
             body += "<h3>Retraining requests by tier and outcome</h3>"
