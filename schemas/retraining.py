@@ -59,6 +59,21 @@ class Cause(StrEnum):
     JOB_FAILED = "JOB_FAILED"  # the job crashed or the request was undecodable
     # triage
     NO_HARM = "NO_HARM"  # SKIPPED: the drift did not significantly raise the model's loss
+    # the rollout (retrain_jobs/rollout.py): decided on live events after the offline gate
+    ROLLOUT_SHADOW_STARTED = "rollout_shadow_started"
+    ROLLOUT_SHADOW_WON = "rollout_shadow_won"
+    ROLLOUT_SHADOW_LOST = "rollout_shadow_lost"
+    ROLLOUT_SHADOW_UNDECIDED = "rollout_shadow_undecided"
+    ROLLOUT_CANARY_PASSED = "rollout_canary_passed"
+    ROLLOUT_CANARY_REGRESSED = "rollout_canary_regressed"
+    ROLLOUT_WATCH_PASSED = "rollout_watch_passed"
+    ROLLOUT_WATCH_REGRESSED = "rollout_watch_regressed"
+    ROLLOUT_STALE_PARENT = "rollout_stale_parent"
+    ROLLOUT_REGISTRY_MOVED = "rollout_registry_moved"
+
+
+ROLLOUT_CAUSE_PREFIX = "rollout_"  # the common prefix of the rollout's cause values
+ROLLOUT_CAUSES = frozenset(c for c in Cause if c.value.startswith(ROLLOUT_CAUSE_PREFIX))
 
 
 # A REJECTED result with one of these causes makes the router try the next tier: a broader
@@ -73,6 +88,11 @@ def cause_of(result: dict) -> Cause | None:
         return Cause(result.get("cause"))
     except ValueError:
         return None
+
+
+def decided_live(result: dict) -> bool:
+    """True for a result the rollout decided on live events (shadow, canary, watch)."""
+    return cause_of(result) in ROLLOUT_CAUSES
 
 
 def escalates(result: dict) -> bool:
