@@ -39,7 +39,11 @@ class Settings(BaseSettings):
     events_partitions: int = Field(3, ge=1, le=1024)
     alerts_partitions: int = Field(3, ge=1, le=1024)
     other_partitions: int = Field(3, ge=1, le=1024)
-    replication_factor: int = Field(1, ge=1, le=16)
+    replication_factor: int | None = Field(
+        None, ge=1, le=16,
+        description="replicas of the topics driftwatch creates; unset: the cluster's default.replication.factor "
+        "(1 on the local broker, 3 on `driftctl up --brokers 3`)",
+    )
     retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=60_000)
 
     # --- local broker (driftctl up) -----------------------------------------------------
@@ -87,6 +91,10 @@ class Settings(BaseSettings):
     )
     streams_session_timeout_seconds: float = Field(
         10.0, ge=6, le=300, description="a crashed worker's partitions move to another one after this long"
+    )
+    kafka_session_timeout_seconds: float = Field(
+        10.0, ge=6, le=300,
+        description="router, retrain and sink: a killed process's partitions move on (or to its restart) after this long",
     )
     stream_batch_size: int = Field(5000, ge=1, description="most events the worker takes from Kafka at once")
     stream_batch_seconds: float = Field(0.2, gt=0, description="longest wait for a batch to fill")
