@@ -20,6 +20,11 @@ driftwatch_retrain_train_seconds{tier}      histogram of training time per job
 driftwatch_retrain_params_updated_total     parameters trained by the jobs; over driftwatch_retrain_params_total
 driftwatch_retrain_params_total             (parameters of the models they updated) the share retraining touched
 driftwatch_query_requests_total{outcome}    SQL answered on the query socket (ok, refused, query, request)
+driftwatch_rollout_stage_changes_total{model,stage}  ModelUpdate records the rollout service published
+driftwatch_rollout_promotions_total{model}  candidates promoted after shadow and canary
+driftwatch_rollout_rollbacks_total{model}   versions rolled back by the watch (or by hand)
+driftwatch_rollout_canary_fraction{model}   share of the slices' events the candidate serves now (0 off canary)
+driftwatch_serving_predictions_total{model,version}  predictions made by serving handles in this process
 ==========================================  ==========================================================
 """
 
@@ -36,7 +41,7 @@ from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SERVICE_PORT_OFFSETS = {"streams": 0, "sink": 1, "router": 2, "retrain": 3}
+SERVICE_PORT_OFFSETS = {"streams": 0, "sink": 1, "router": 2, "retrain": 3, "rollout": 4}
 
 EVENTS = Counter("driftwatch_events", "Events the streams worker processed", ["topic"])
 STATS = Counter("driftwatch_stats", "DriftStat records emitted by the streams worker")
@@ -56,6 +61,15 @@ RETRAIN_SECONDS = Histogram(
 RETRAIN_PARAMS_UPDATED = Counter("driftwatch_retrain_params_updated", "Parameters trained by retrain jobs")
 RETRAIN_PARAMS_TOTAL = Counter("driftwatch_retrain_params_total", "Parameters of the models retrain jobs touched")
 QUERY_REQUESTS = Counter("driftwatch_query_requests", "SQL requests on the query socket", ["outcome"])
+ROLLOUT_STAGES = Counter("driftwatch_rollout_stage_changes", "Rollout stage changes published", ["model", "stage"])
+ROLLOUT_PROMOTIONS = Counter("driftwatch_rollout_promotions", "Candidates promoted by the rollout", ["model"])
+ROLLOUT_ROLLBACKS = Counter("driftwatch_rollout_rollbacks", "Versions rolled back", ["model"])
+ROLLOUT_CANARY_FRACTION = Gauge(
+    "driftwatch_rollout_canary_fraction", "Share of the slices' events the canary candidate serves", ["model"]
+)
+SERVING_PREDICTIONS = Counter(
+    "driftwatch_serving_predictions", "Predictions made by serving handles", ["model", "version"]
+)
 
 
 def service_port(settings: Settings, service: str) -> int | None:
@@ -145,3 +159,15 @@ def observe_retrain_result(result: dict[str, Any]) -> None:
     RETRAIN_SECONDS.labels(result["tier"]).observe(result["train_seconds"])
     RETRAIN_PARAMS_UPDATED.inc(result["params_updated"])
     RETRAIN_PARAMS_TOTAL.inc(result["params_total"])
+
+
+def observe_model_update(update: dict[str, Any]) -> None:
+    """Count one published ModelUpdate (the rollout service calls this after producing it)."""
+    model, stage = update["model"], update["stage"]
+    ROLLOUT_STAGES.labels(model, stage).inc()
+    if stage == "PROMOTED":
+        ROLLOUT_PROMOTIONS.labels(model).inc()
+    elif stage == "ROLLED_BACK":
+        ROLLOUT_ROLLBACKS.labels(model).inc()
+    share = (update.get("canary_fraction") or 0.0) if stage == "CANARY" else 0.0
+    ROLLOUT_CANARY_FRACTION.labels(model).set(share)
