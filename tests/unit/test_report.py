@@ -10,17 +10,8 @@ import pytest
 
 from consumers.query_server import open_reader
 from consumers.store import apply_schema, close_clickhouse, open_clickhouse
-from deploy.report import (
-    QUERIES,
-    ReportData,
-    Table,
-    dead_letters_figure,
-    drift_timeline_figure,
-    gather,
-    render,
-    retrain_requests,
-    write_report,
-)
+from deploy.report import QUERIES, ReportData, Table, gather, render, retrain_requests, write_report
+from deploy.report_figures import dead_letters_figure, drift_timeline_figure
 from schemas.settings import load_settings
 from tests.unit import monitoring_data as story
 
