@@ -25,12 +25,13 @@ from deploy.report_figures import (
     dead_letters_figure,
     drift_timeline_figure,
     retrain_outcomes_figure,
+    rollout_figure,
 )
 from deploy.report_html import CSS, empty, html_table, panel, plot, printable
 
 QUERIES = (
     "drifting-now", "drift-timeline", "alerts", "alerts-by-type", "alerts-by-hour",
-    "alert-retraining", "compute-saved", "dead-letters",
+    "alert-retraining", "compute-saved", "dead-letters", "rollouts", "version-performance",
 )  # fmt: skip
 
 
@@ -90,12 +91,36 @@ def retrain_requests(links: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def rollouts_panel(rollouts: list[dict[str, Any]], versions: list[dict[str, Any]]) -> str:
+    """Per model: the stages over time and the live losses (figure), each change, each version."""
+    if not rollouts:
+        return empty("rollouts", "Rollouts", "No rollout yet: no version has been staged (table model_rollouts).")
+    body = plot(rollout_figure(rollouts), "plot-rollouts")
+    body += "<h3>Stage changes</h3>" + html_table(rollouts, [
+        "updated_at", "model", "version", "stage", "previous_version", "current_version", "canary_fraction",
+        "statistic", "events", "candidate_loss", "incumbent_loss", "reason"], max_rows=200,
+        headers={"updated_at": "at", "previous_version": "incumbent", "current_version": "current after"},
+        classes=("stage",))  # fmt: skip
+    if versions:
+        body += "<h3>Performance per version</h3>" + html_table(versions, [
+            "model", "version", "incumbent", "tier", "metric_name", "offline_before", "offline_after", "last_stage",
+            "live_events", "live_loss", "incumbent_live_loss", "live_loss_delta"],
+            headers={"offline_before": "offline before", "offline_after": "offline after",
+                     "live_loss_delta": "live delta"}, classes=("last_stage",))  # fmt: skip
+    return panel("rollouts", "Rollouts: stages and live loss per version", body,
+                 "Queries rollouts and version-performance. A version that passed the offline gate is a CANDIDATE; "
+                 "in SHADOW it scores new labelled events of its slices beside the incumbent, in CANARY it serves a "
+                 "share of them (by hash of event_id); the sequential test's statistic and the paired events decide "
+                 "PROMOTED or REJECTED, and the watch after promotion may roll it back. Losses: mean per-event live "
+                 "loss of the version and of its incumbent on the same events.")
+
+
 def render(data: ReportData) -> str:
     """The whole report page as one HTML string."""
     timeline, alerts = data["drift-timeline"], data["alerts"]
     by_type, by_hour = data["alerts-by-type"], data["alerts-by-hour"]
     drifting, links = data["drifting-now"], data["alert-retraining"]
-    saved, dead = data["compute-saved"], data["dead-letters"]
+    saved, dead, rollouts = data["compute-saved"], data["dead-letters"], data["rollouts"]
     requests = retrain_requests(links)
     total_alerts = sum(r["alerts"] for r in by_type)
     promoted = sum(r["promoted"] for r in saved)
@@ -105,6 +130,8 @@ def render(data: ReportData) -> str:
         (total_alerts, "alerts (distinct)"),
         (len(requests), "retrain requests"),
         (f"{promoted} / {jobs}", "retrain jobs promoted"),
+        (f"{sum(r['stage'] == 'PROMOTED' for r in rollouts)} / {sum(r['stage'] == 'ROLLED_BACK' for r in rollouts)}",
+         "rollouts promoted / rolled back"),
         (sum(r["messages"] for r in dead), "dead letters"),
     ]
     parts = ['<div class="cards">' + "".join(f"<div class=card><b>{html.escape(str(n))}</b><span>{html.escape(t)}"
@@ -172,6 +199,7 @@ def render(data: ReportData) -> str:
     else:
         parts.append(empty("retraining", "Retraining outcomes and compute saved",
                             "No retraining yet: no retrain request or result has been stored."))  # fmt: skip
+    parts.append(rollouts_panel(data["rollouts"], data["version-performance"]))
     if dead:
         shown = [{**r, "example": printable(r["example"] or "")} for r in dead]
         parts.append(panel("dead-letters", "Dead letters by reason", plot(dead_letters_figure(dead),

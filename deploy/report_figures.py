@@ -232,3 +232,59 @@ def dead_letters_figure(rows: list[dict[str, Any]]) -> go.Figure:
                    xaxis={**_count_axis(top, "messages"), "range": [0, top * 1.12 or 1]},
                    yaxis={"automargin": True}, margin={"l": 20, "r": 30, "t": 40, "b": 50})  # fmt: skip
 
+
+
+STAGE_COLORS = {"CANDIDATE": "#adb5bd", "SHADOW": "#6c757d", "CANARY": "#f4a261", "PROMOTED": "#2a9d8f",
+                "REJECTED": "#e76f51", "ROLLED_BACK": "#9b2226"}  # fmt: skip
+STAGE_SYMBOLS = {"CANDIDATE": "circle-open", "SHADOW": "circle", "CANARY": "diamond", "PROMOTED": "star",
+                 "REJECTED": "x", "ROLLED_BACK": "triangle-down"}  # fmt: skip
+
+
+def rollout_figure(rollouts: list[dict[str, Any]]) -> go.Figure:
+    """Top: per model version, its stage changes over time. Bottom: at each change that rests on
+    live evidence, the live loss of the version (solid) and of its incumbent (dotted) on the
+    same paired labelled events: the candidate line below the incumbent's means it does better."""
+    models = {r["model"] for r in rollouts}
+
+    def label(r: dict[str, Any]) -> str:
+        return r["version"] if len(models) <= 1 else f"{r['model']} {r['version']}"
+
+    rows = list(dict.fromkeys(label(r) for r in rollouts))
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        row_heights=[60 + 40 * len(rows), 300])  # fmt: skip
+    for stage, color in STAGE_COLORS.items():
+        marks = [r for r in rollouts if r["stage"] == stage]
+        if not marks:
+            continue
+        text = [f"{label(r)} {stage}" + (f" {100 * r['canary_fraction']:.0f}%" if stage == "CANARY" else "")
+                + f"<br>vs {r['previous_version'] or '-'}, current {r['current_version'] or '-'}"
+                + (f"<br>statistic {r['statistic']:.3g} on {r['events']} events" if r["statistic"] is not None else "")
+                + f"<br>{html.escape(r['reason'])}" for r in marks]  # fmt: skip
+        fig.add_trace(go.Scatter(
+            x=[r["updated_at"] for r in marks], y=[label(r) for r in marks], mode="markers", name=stage.lower(),
+            text=text, hoverinfo="text",
+            marker={"symbol": STAGE_SYMBOLS[stage], "size": 14, "color": color, "line": {"width": 1, "color": "#333"}},
+        ), row=1, col=1)  # fmt: skip
+    for i, name in enumerate(rows):
+        live = [r for r in rollouts if label(r) == name and r["candidate_loss"] is not None]
+        if not live:
+            continue
+        color = SLICE_COLORS[i % len(SLICE_COLORS)]
+        xs = [r["updated_at"] for r in live]
+        fig.add_trace(go.Scatter(
+            x=xs, y=[r["candidate_loss"] for r in live], mode="lines+markers", name=f"{name} live loss",
+            line={"color": color, "width": 2.2}, customdata=[[r["stage"], r["events"]] for r in live],
+            hovertemplate=name + " %{customdata[0]}: loss %{y:.4g} on %{customdata[1]} events<extra></extra>",
+        ), row=2, col=1)  # fmt: skip
+        fig.add_trace(go.Scatter(
+            x=xs, y=[r["incumbent_loss"] for r in live], mode="lines+markers",
+            name=f"its incumbent ({live[-1]['previous_version'] or '-'})", line={"color": color, "dash": "dot"},
+            marker={"symbol": "circle-open"}, customdata=[[r["stage"], r["previous_version"]] for r in live],
+            hovertemplate="%{customdata[1]} at " + name + " %{customdata[0]}: loss %{y:.4g}<extra></extra>",
+        ), row=2, col=1)  # fmt: skip
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=list(reversed(rows)),
+                     title_text="version", row=1, col=1)  # fmt: skip
+    fig.update_yaxes(title_text="live loss (paired events)", rangemode="tozero", row=2, col=1)
+    fig.update_xaxes(title_text="time of the stage change (UTC)", row=2, col=1)
+    return _layout(fig, "Rollout stages per version, with the live loss of candidate and incumbent",
+                   height=440 + 40 * len(rows))

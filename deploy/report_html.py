@@ -24,7 +24,8 @@ div.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:12.5px;width:100%}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #e5e7eb;vertical-align:top}
 th{background:#f1f3f5;white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.PROMOTED{color:#1e7a70;font-weight:600}td.REJECTED{color:#c0502f}td.ROLLED_BACK{color:#9b2226;font-weight:600}
-td.PENDING{color:#6c757d;font-style:italic}td.time{white-space:nowrap}
+td.PENDING{color:#6c757d;font-style:italic}td.CANARY{color:#b5651d;font-weight:600}
+td.SHADOW,td.CANDIDATE{color:#495057}td.time{white-space:nowrap}
 td.col-reason,td.col-example_reason,td.col-from_alerts{min-width:190px}td.col-modules{min-width:120px}
 td.col-example{min-width:190px;word-break:break-all}
 td.col-alert_id,td.col-request_id,td.col-request{font-family:ui-monospace,monospace;font-size:11.5px}
