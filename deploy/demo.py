@@ -311,7 +311,7 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
             broker.down()
 
     _say("[6/6] ClickHouse: alerts, and alert -> retrain request -> result joined")
-    from deploy.cli import write_rows
+    from deploy.output import write_rows
 
     client = open_clickhouse(settings)
     cols, rows = query(
