@@ -8,101 +8,20 @@ joined in ClickHouse (sink).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from deploy.scenarios import BASE_TIME_MS
+from deploy.demo_story import RetrainStory
 from runtime.kafka import end_offsets, iter_topic, read_topic, value_decoder, wait_caught_up
 from runtime.progress import progress
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RetrainStory:
-    """Labelled prediction events where the world changes in some slices and not in others.
-
-    Each slice labels an event with its own logistic concept over the numeric features
-    (standardised) and the device; the deployed model's ``prediction`` is that concept as it
-    was. From ``onset`` on, the concept of every ``drifted`` slice turns (its weights are
-    mirrored), inputs unchanged: the model's error rate there jumps (PERFORMANCE_DRIFT) while
-    nothing moves elsewhere. A model trained on the features can learn either regime, so a
-    retrained slice adapter genuinely recovers. Everything is seeded.
-    """
-
-    model: str = "demo-model"
-    slices: tuple[str, ...] = ("eu-west", "us-east", "ap-south", "sa-east", "af-north")
-    drifted: tuple[str, ...] = ("eu-west", "ap-south")
-    events_per_slice: int = 3000
-    onset: int = 1500
-    n_numeric: int = 4
-    sharpness: float = 3.0
-    seed: int = 11
-    interval_ms: int = 100
-
-    @property
-    def features(self) -> tuple[str, ...]:
-        return tuple(f"x{j}" for j in range(self.n_numeric))
-
-    @property
-    def total_events(self) -> int:
-        return self.events_per_slice * len(self.slices)
-
-    def events(self) -> Iterator[dict]:
-        """Events round-robin over slices (a slice's index grows in step with the others')."""
-        rng = np.random.default_rng(self.seed)
-        w_base = rng.normal(0, 1, self.n_numeric)
-        cols = {}
-        for k, s in enumerate(self.slices):
-            srng = np.random.default_rng([self.seed, k])
-            w = w_base + srng.normal(0, 0.4, self.n_numeric)
-            dev = srng.normal(0, 0.5, 3)
-            b = srng.normal(0, 0.2)
-            n = self.events_per_slice
-            z = srng.normal(0, 1, (n, self.n_numeric))
-            d = srng.integers(0, 3, n)
-            old = self.sharpness * (z @ w / math.sqrt(self.n_numeric) + dev[d] + b)
-            new = self.sharpness * (-(z @ w) / math.sqrt(self.n_numeric) - dev[d] + b)
-            logit = np.where((np.arange(n) >= self.onset) & (s in self.drifted), new, old)
-            y = (srng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-            cols[s] = (z, d, 1 / (1 + np.exp(-old)), y)
-        devices = ("ios", "android", "web")
-        for i in range(self.events_per_slice):
-            for k, s in enumerate(self.slices):
-                z, d, pred, y = cols[s]
-                yield {
-                    "event_id": f"{self.seed}-{s}-{i}",
-                    "event_time": BASE_TIME_MS + (i * len(self.slices) + k) * self.interval_ms,
-                    "model": self.model,
-                    "slice": s,
-                    "features": {f"x{j}": float(10 * (j + 1) + (j + 1) * z[i, j]) for j in range(self.n_numeric)},
-                    "categorical": {"device": devices[d[i]]},
-                    "prediction": float(pred[i]),
-                    "label": int(y[i]),
-                }
-
-    def write_jsonl(self, path: Path | str) -> int:
-        """The events as JSON lines, what ``driftctl produce --file`` reads; returns the count."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        n = 0
-        with path.open("w") as fh:
-            for ev in self.events():
-                fh.write(json.dumps(ev, separators=(",", ":")) + "\n")
-                n += 1
-        return n
 
 
 def _say(msg: str) -> None:
