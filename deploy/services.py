@@ -19,7 +19,7 @@ from pathlib import Path
 
 from schemas.settings import Settings, load_settings
 
-SERVICES = ("streams", "router", "retrain", "sink")
+SERVICES = ("streams", "router", "retrain", "rollout", "sink")
 log = logging.getLogger(__name__)
 
 
@@ -98,6 +98,10 @@ def run_one(name: str, settings: Settings) -> None:
         from retrain_jobs.worker import run as run_retrain
 
         run_retrain(settings)
+    elif name == "rollout":
+        from retrain_jobs.rollout_service import run as run_rollout
+
+        run_rollout(settings)
     else:
         raise SystemExit(f"unknown service {name!r}; valid: {', '.join(SERVICES)}")
 
