@@ -48,6 +48,7 @@ from retrain_jobs.rollout_store import (
     model_update,
     stage_update,
 )
+from runtime import metrics
 from runtime.kafka import iter_topic, value_decoder, watermarks
 from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT, decode_event
 from schemas.errors import InfraError, SchemaError
@@ -161,6 +162,7 @@ class RolloutService:
         for kind, rec in records:
             if kind == MODELS:
                 self.last_update[rec["model"]] = rec
+                metrics.observe_model_update(rec)
                 log.info("models: %s %s %s (current %s) %s", rec["model"], rec["version"], rec["stage"],
                          rec["current_version"], rec["reason"])  # fmt: skip
             else:
