@@ -2,8 +2,10 @@
 
 A concept change in one slice -> a PERFORMANCE_DRIFT alert (streams) -> a RetrainRequest for
 that slice's adapter (router) -> a job that bootstraps the model (first job, no ``driftctl
-train``), updates only the adapter and promotes it (retrain worker) -> alert, request and result
-joined in ClickHouse (sink).
+train``) and updates only the adapter: a CANDIDATE (retrain worker) -> on live traffic, scored by
+an application through a serving handle, the rollout service shadows it, gives it a canary share
+and promotes it; then the change reverts and the watch rolls it back (:mod:`deploy.demo_release`)
+-> alert, request, result and every stage joined in ClickHouse (sink).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from collections.abc import Callable
 from contextlib import closing
 from typing import Any
 
+from deploy.demo_release import release_settings, run_release, show_serving
 from deploy.demo_story import RetrainStory
+from deploy.queries import get_query
 from runtime.kafka import end_offsets, iter_topic, read_topic, value_decoder, wait_caught_up
 from runtime.progress import progress
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT
@@ -127,6 +131,10 @@ def show_result(res: dict[str, Any]) -> None:
     _say(f"          {res['reason']}")
 
 
+def _round(v: Any) -> Any:
+    return round(v, 4) if isinstance(v, float) else v
+
+
 def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 180.0) -> int:
     from consumers.store import open_clickhouse, query
     from deploy.broker import LocalBroker
@@ -143,26 +151,28 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
     target = story.drifted[0]
     # a short coalesce window: the demo produces everything at once, no need to wait for more data
     settings = settings.model_copy(update={"router_coalesce_seconds": min(settings.router_coalesce_seconds, 3.0)})
-    _say(f"[1/6] Kafka broker at {settings.kafka_bootstrap}")
+    settings = release_settings(settings)
+    _say(f"[1/7] Kafka broker at {settings.kafka_bootstrap}")
     broker = LocalBroker(settings)
     started_broker = not broker.status().get("running")
     broker.up()
     ensure_topics(settings)
     alert_start = end_offsets(settings, settings.topics.alerts)
+    models_start = end_offsets(settings, settings.topics.models)
     retrain_start = {
         "requests": end_offsets(settings, settings.topics.retrain_requests),
         "results": end_offsets(settings, settings.topics.retrain_results),
     }
 
     _say(
-        "[2/6] starting services: streams (river detectors per slice x feature), router (alerts -> retrain "
+        "[2/7] starting services: streams (river detectors per slice x feature), router (alerts -> retrain "
         "requests), retrain (selective torch updates, registry), sink (ClickHouse)"
     )
     services = start_services(settings, SERVICES, log_dir=settings.run_dir / "logs")
     code = 1
     try:
         _say(
-            f"[3/6] producing {story.total_events} labelled events of {model}: {len(story.slices)} slices x "
+            f"[3/7] producing {story.total_events} labelled events of {model}: {len(story.slices)} slices x "
             f"{len(story.features)} numeric features + device, with the deployed model's prediction; from its "
             f"event {story.onset} the concept of {target} turns (same inputs, other labels), the rest stay stable"
         )
@@ -173,7 +183,7 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
             produced = produce_events(settings, story.events(), bar.to)
         _say(f"  produced {produced} events in {time.monotonic() - began:.1f}s")
 
-        _say(f"[4/6] waiting (up to {timeout:.0f}s) for the drift alert on {settings.topics.alerts}")
+        _say(f"[4/7] waiting (up to {timeout:.0f}s) for the drift alert on {settings.topics.alerts}")
 
         def found(alerts: list[dict[str, Any]]) -> bool:
             return any(a["model"] == model and a["slice"] == target for a in alerts)
@@ -199,7 +209,7 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
             _say(f"  no alert on {target} within {timeout:.0f}s; see {settings.run_dir}/logs")
             return 1
 
-        _say(f"[5/6] retraining (waiting up to {timeout:.0f}s): the router coalesces alerts "
+        _say(f"[5/7] retraining (waiting up to {timeout:.0f}s): the router coalesces alerts "
              f"({settings.router_coalesce_seconds:g}s), the worker bootstraps the model (first job) and updates "
              "only what the drift touched")  # fmt: skip
         began = time.monotonic()
@@ -219,7 +229,22 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
         if not results or {target} - {s for r in results for s in r["slices"]}:
             _say(f"  no retrain result for {target} within {timeout:.0f}s; see {settings.run_dir}/logs")
             return 1
-        for topic in (settings.topics.alerts, settings.topics.retrain_requests, settings.topics.retrain_results):
+        candidate = next((r for r in results if r["decision"] == "CANDIDATE" and target in r["slices"]), None)
+        if candidate is None:
+            _say(f"  no CANDIDATE for {target} (the offline gate decided {[r['decision'] for r in results]}); "
+                 "nothing to release")
+            return 1
+        _say(f"[6/7] releasing {candidate['new_version']} (waiting up to {timeout:.0f}s): the application keeps "
+             f"serving live events through a ModelHandle while the rollout service shadows the candidate, gives it "
+             f"{settings.rollout_canary_fraction:.0%} of {target}'s events, promotes it, and watches it")  # fmt: skip
+        release = run_release(settings, story, models_start, timeout, candidate["new_version"])
+        show_serving(release, story, candidate["new_version"])
+        if release.outcome != "ROLLED_BACK":
+            _say(f"  the rollout ended {release.outcome or 'undecided'} after {release.seconds:.0f}s "
+                 f"(stages {release.stages}); see {settings.run_dir}/logs/rollout.log")
+            return 1
+        for topic in (settings.topics.alerts, settings.topics.retrain_requests, settings.topics.retrain_results,
+                      settings.topics.models):
             if not wait_caught_up(settings, settings.sink_group, topic, timeout=60):
                 _say(f"  the sink did not commit {topic} within 60s; see the sink log")
                 return 1
@@ -229,7 +254,7 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
         if code != 0 and started_broker:
             broker.down()
 
-    _say("[6/6] ClickHouse: alerts, and alert -> retrain request -> result joined")
+    _say("[7/7] ClickHouse: alerts, alert -> retrain request -> result joined, and the rollout's stages")
     from deploy.output import write_rows
 
     client = open_clickhouse(settings)
@@ -253,11 +278,22 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
         f"WHERE res.model = '{model}' GROUP BY a.slice, q.tier, res.request_id ORDER BY a.slice, q.tier",
     )
     write_rows(cols, rows, "table", sys.stdout)
+    print()
+    q = get_query("rollouts")
+    cols, rows = query(client, q.sql, q.parameters())
+    keep = ["updated_at", "version", "stage", "current_version", "canary_fraction", "statistic", "events",
+            "candidate_loss", "incumbent_loss"]  # fmt: skip
+    mine = [r for r in rows if r[cols.index("model")] == model]
+    write_rows(keep, [tuple(_round(r[cols.index(c)]) for c in keep) for r in mine], "table", sys.stdout)
     _, stat_rows = query(client, f"SELECT count() FROM drift_stats FINAL WHERE model = '{model}'")
     _say(f"  drift_stats rows: {stat_rows[0][0]}")
+    _say(f"summary: 1 drift alert -> 1 request -> {candidate['new_version']} CANDIDATE (ADAPTER, "
+         f"{candidate['params_updated']} of {candidate['params_total']} parameters) -> "
+         f"{' -> '.join(release.stages[1:] if release.stages[:1] == ['CANDIDATE'] else release.stages)}; "
+         f"{release.live_events} live events served through the handle in {release.seconds:.0f}s (the change "
+         f"reverted after {release.reverted_at} per slice)")
     if started_broker:
         broker.down()
         _say("  (broker stopped: the demo started it; `driftctl up` keeps one running)")
-    _say(f"demo done in {time.monotonic() - t0:.1f}s; try: driftctl query \"SELECT slice, decision, params_updated, "
-         "params_total FROM retrain_results FINAL\"")  # fmt: skip
+    _say(f"demo done in {time.monotonic() - t0:.1f}s; try: driftctl query --named rollouts, or driftctl report")
     return code
