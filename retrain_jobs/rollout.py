@@ -222,6 +222,8 @@ class Transition:
     statistic: float
     events: int
     checks: dict[str, float]
+    candidate_loss: float | None = None  # mean live log loss of the candidate over the phase's events
+    incumbent_loss: float | None = None  # ... of the incumbent (in WATCH: the predecessor) on the same events
 
 
 @dataclass
@@ -237,6 +239,8 @@ class Rollout:
     phase: str = "CANDIDATE"
     events: int = 0  # paired events observed since SHADOW began
     phase_events: int = 0  # ... in the current phase
+    phase_loss_incumbent: float = 0.0  # sum of the incumbent's raw log losses in the current phase
+    phase_loss_candidate: float = 0.0  # ... and of the candidate's
     shadow_gain: float = 0.0  # sum of the (unscaled, clipped) paired loss gains in shadow
     canary_served: int = 0
     canary_regret: float = 0.0  # candidate's extra loss summed over the canary events it served
@@ -287,6 +291,8 @@ class Rollout:
         x = (li - lc) / clip  # > 0: the candidate did better on this event
         self.events += 1
         self.phase_events += 1
+        self.phase_loss_incumbent += float(loss_incumbent)
+        self.phase_loss_candidate += float(loss_candidate)
         assert self.better is not None and self.worse is not None
         if self.phase == "SHADOW":
             self.shadow_gain += li - lc
@@ -403,8 +409,10 @@ class Rollout:
                kind: str | None = None) -> Transition:
         checks = self.checks()
         events = self.phase_events if self.phase != "CANDIDATE" else 0
+        losses = (self.phase_loss_candidate / events, self.phase_loss_incumbent / events) if events else (None, None)
         self.phase, self.phase_events = phase, 0
-        t = Transition(kind or phase, self.stage, decision, cause, reason, float(statistic), events, checks)
+        self.phase_loss_incumbent = self.phase_loss_candidate = 0.0
+        t = Transition(kind or phase, self.stage, decision, cause, reason, float(statistic), events, checks, *losses)
         self.history.append(asdict(t))
         return t
 

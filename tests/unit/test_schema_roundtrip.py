@@ -106,6 +106,16 @@ def test_old_version_bytes_decode_with_new_schema():
     assert decoded == {**old, "categorical": {}, "model_version": None}
 
 
+def test_model_update_v1_decodes_with_no_live_losses():
+    from schemas.codec import MODEL_UPDATE
+
+    old = {"schema_version": 1, "update_id": "m:v2:SHADOW", "model": "m", "version": "v2", "previous_version": "v1",
+           "current_version": "v1", "stage": "SHADOW", "canary_fraction": 0.0, "slices": ["eu"], "decision": None,
+           "reason": "", "request_id": None, "statistic": None, "events": 0, "updated_at": 1_790_000_000_000}  # fmt: skip
+    decoded = MODEL_UPDATE.decode(MODEL_UPDATE.encode_with(old, _load_json("history/model_update.v1.avsc")))
+    assert decoded == {**old, "candidate_loss": None, "incumbent_loss": None}
+
+
 def test_unknown_fingerprint_and_garbage_are_clear_errors():
     codec = RecordCodec("Event", _load_json("event.avsc"))
     with pytest.raises(SchemaError, match="unknown schema fingerprint"):
