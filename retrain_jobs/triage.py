@@ -142,7 +142,8 @@ def triage_model(net: Any, before: Sequence[Mapping[str, Any]], after: Sequence[
 # --- the step in the retrain worker (its I/O, the snapshot reader, is passed in) ----------------
 def pre_onset_snapshot(snapshot: Mapping[str, Any], slices: Sequence[str], per_partition: int) -> dict[str, Any]:
     """The ``per_partition`` messages before each of the snapshot's ranges, for its slices: the
-    request's snapshot starts at the estimated onset, so what precedes it is the "before"."""
+    request's snapshot starts at the estimated onset (with the router's default
+    ``router_reference_events`` 0), so what precedes it is the "before"."""
     ranges = []
     for r in snapshot["ranges"]:
         start = int(r["start_offset"])
