@@ -202,7 +202,8 @@ def result_row(r: Record) -> Row:
 
 ROLLOUT_COLUMNS = (
     "update_id", "schema_version", "model", "version", "previous_version", "current_version", "stage",
-    "canary_fraction", "slices", "decision", "reason", "request_id", "statistic", "events", "updated_at",
+    "canary_fraction", "slices", "decision", "reason", "request_id", "statistic", "events", "candidate_loss",
+    "incumbent_loss", "updated_at",
 )  # fmt: skip
 
 

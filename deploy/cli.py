@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -151,24 +150,7 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     # through the sink's query socket while `driftctl run` holds the embedded store
     from deploy.cli_monitor import run_query
 
-    return run_query(settings, args, write_rows)
-
-
-def write_rows(cols: list[str], rows: list[tuple], fmt: str, out) -> None:
-    if fmt == "json":
-        json.dump([dict(zip(cols, r)) for r in rows], out, default=str)
-        out.write("\n")
-    elif fmt == "csv":
-        w = csv.writer(out)
-        w.writerow(cols)
-        w.writerows(rows)
-    else:
-        cells = [[str(c) for c in cols]] + [[str(v) for v in r] for r in rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-        for n, row in enumerate(cells):
-            out.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
-            if n == 0:
-                out.write("  ".join("-" * w for w in widths) + "\n")
+    return run_query(settings, args)
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 
+from deploy.output import write_rows
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 
 
-def run_query(settings: Settings, args: argparse.Namespace, write_rows: Callable) -> int:
+def run_query(settings: Settings, args: argparse.Namespace) -> int:
     """``driftctl query``: SQL or a ready query by name, through the best reader (see open_reader)."""
     from consumers.query_server import open_reader
     from deploy.queries import get_query, named_queries, parse_params

@@ -2,107 +2,30 @@
 
 A concept change in one slice -> a PERFORMANCE_DRIFT alert (streams) -> a RetrainRequest for
 that slice's adapter (router) -> a job that bootstraps the model (first job, no ``driftctl
-train``), updates only the adapter and promotes it (retrain worker) -> alert, request and result
-joined in ClickHouse (sink).
+train``) and updates only the adapter: a CANDIDATE (retrain worker) -> on live traffic, scored by
+an application through a serving handle, the rollout service shadows it, gives it a canary share
+and promotes it; then the change reverts and the watch rolls it back (:mod:`deploy.demo_release`)
+-> alert, request, result and every stage joined in ClickHouse (sink).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from deploy.scenarios import BASE_TIME_MS
+from deploy.demo_release import release_settings, run_release, show_serving
+from deploy.demo_story import RetrainStory
+from deploy.queries import get_query
 from runtime.kafka import end_offsets, iter_topic, read_topic, value_decoder, wait_caught_up
 from runtime.progress import progress
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RetrainStory:
-    """Labelled prediction events where the world changes in some slices and not in others.
-
-    Each slice labels an event with its own logistic concept over the numeric features
-    (standardised) and the device; the deployed model's ``prediction`` is that concept as it
-    was. From ``onset`` on, the concept of every ``drifted`` slice turns (its weights are
-    mirrored), inputs unchanged: the model's error rate there jumps (PERFORMANCE_DRIFT) while
-    nothing moves elsewhere. A model trained on the features can learn either regime, so a
-    retrained slice adapter genuinely recovers. Everything is seeded.
-    """
-
-    model: str = "demo-model"
-    slices: tuple[str, ...] = ("eu-west", "us-east", "ap-south", "sa-east", "af-north")
-    drifted: tuple[str, ...] = ("eu-west", "ap-south")
-    events_per_slice: int = 3000
-    onset: int = 1500
-    n_numeric: int = 4
-    sharpness: float = 3.0
-    seed: int = 11
-    interval_ms: int = 100
-
-    @property
-    def features(self) -> tuple[str, ...]:
-        return tuple(f"x{j}" for j in range(self.n_numeric))
-
-    @property
-    def total_events(self) -> int:
-        return self.events_per_slice * len(self.slices)
-
-    def events(self) -> Iterator[dict]:
-        """Events round-robin over slices (a slice's index grows in step with the others')."""
-        rng = np.random.default_rng(self.seed)
-        w_base = rng.normal(0, 1, self.n_numeric)
-        cols = {}
-        for k, s in enumerate(self.slices):
-            srng = np.random.default_rng([self.seed, k])
-            w = w_base + srng.normal(0, 0.4, self.n_numeric)
-            dev = srng.normal(0, 0.5, 3)
-            b = srng.normal(0, 0.2)
-            n = self.events_per_slice
-            z = srng.normal(0, 1, (n, self.n_numeric))
-            d = srng.integers(0, 3, n)
-            old = self.sharpness * (z @ w / math.sqrt(self.n_numeric) + dev[d] + b)
-            new = self.sharpness * (-(z @ w) / math.sqrt(self.n_numeric) - dev[d] + b)
-            logit = np.where((np.arange(n) >= self.onset) & (s in self.drifted), new, old)
-            y = (srng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-            cols[s] = (z, d, 1 / (1 + np.exp(-old)), y)
-        devices = ("ios", "android", "web")
-        for i in range(self.events_per_slice):
-            for k, s in enumerate(self.slices):
-                z, d, pred, y = cols[s]
-                yield {
-                    "event_id": f"{self.seed}-{s}-{i}",
-                    "event_time": BASE_TIME_MS + (i * len(self.slices) + k) * self.interval_ms,
-                    "model": self.model,
-                    "slice": s,
-                    "features": {f"x{j}": float(10 * (j + 1) + (j + 1) * z[i, j]) for j in range(self.n_numeric)},
-                    "categorical": {"device": devices[d[i]]},
-                    "prediction": float(pred[i]),
-                    "label": int(y[i]),
-                }
-
-    def write_jsonl(self, path: Path | str) -> int:
-        """The events as JSON lines, what ``driftctl produce --file`` reads; returns the count."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        n = 0
-        with path.open("w") as fh:
-            for ev in self.events():
-                fh.write(json.dumps(ev, separators=(",", ":")) + "\n")
-                n += 1
-        return n
 
 
 def _say(msg: str) -> None:
@@ -208,6 +131,10 @@ def show_result(res: dict[str, Any]) -> None:
     _say(f"          {res['reason']}")
 
 
+def _round(v: Any) -> Any:
+    return round(v, 4) if isinstance(v, float) else v
+
+
 def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 180.0) -> int:
     from consumers.store import open_clickhouse, query
     from deploy.broker import LocalBroker
@@ -224,26 +151,28 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
     target = story.drifted[0]
     # a short coalesce window: the demo produces everything at once, no need to wait for more data
     settings = settings.model_copy(update={"router_coalesce_seconds": min(settings.router_coalesce_seconds, 3.0)})
-    _say(f"[1/6] Kafka broker at {settings.kafka_bootstrap}")
+    settings = release_settings(settings)
+    _say(f"[1/7] Kafka broker at {settings.kafka_bootstrap}")
     broker = LocalBroker(settings)
     started_broker = not broker.status().get("running")
     broker.up()
     ensure_topics(settings)
     alert_start = end_offsets(settings, settings.topics.alerts)
+    models_start = end_offsets(settings, settings.topics.models)
     retrain_start = {
         "requests": end_offsets(settings, settings.topics.retrain_requests),
         "results": end_offsets(settings, settings.topics.retrain_results),
     }
 
     _say(
-        "[2/6] starting services: streams (river detectors per slice x feature), router (alerts -> retrain "
+        "[2/7] starting services: streams (river detectors per slice x feature), router (alerts -> retrain "
         "requests), retrain (selective torch updates, registry), sink (ClickHouse)"
     )
     services = start_services(settings, SERVICES, log_dir=settings.run_dir / "logs")
     code = 1
     try:
         _say(
-            f"[3/6] producing {story.total_events} labelled events of {model}: {len(story.slices)} slices x "
+            f"[3/7] producing {story.total_events} labelled events of {model}: {len(story.slices)} slices x "
             f"{len(story.features)} numeric features + device, with the deployed model's prediction; from its "
             f"event {story.onset} the concept of {target} turns (same inputs, other labels), the rest stay stable"
         )
@@ -254,7 +183,7 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
             produced = produce_events(settings, story.events(), bar.to)
         _say(f"  produced {produced} events in {time.monotonic() - began:.1f}s")
 
-        _say(f"[4/6] waiting (up to {timeout:.0f}s) for the drift alert on {settings.topics.alerts}")
+        _say(f"[4/7] waiting (up to {timeout:.0f}s) for the drift alert on {settings.topics.alerts}")
 
         def found(alerts: list[dict[str, Any]]) -> bool:
             return any(a["model"] == model and a["slice"] == target for a in alerts)
@@ -280,7 +209,7 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
             _say(f"  no alert on {target} within {timeout:.0f}s; see {settings.run_dir}/logs")
             return 1
 
-        _say(f"[5/6] retraining (waiting up to {timeout:.0f}s): the router coalesces alerts "
+        _say(f"[5/7] retraining (waiting up to {timeout:.0f}s): the router coalesces alerts "
              f"({settings.router_coalesce_seconds:g}s), the worker bootstraps the model (first job) and updates "
              "only what the drift touched")  # fmt: skip
         began = time.monotonic()
@@ -300,7 +229,22 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
         if not results or {target} - {s for r in results for s in r["slices"]}:
             _say(f"  no retrain result for {target} within {timeout:.0f}s; see {settings.run_dir}/logs")
             return 1
-        for topic in (settings.topics.alerts, settings.topics.retrain_requests, settings.topics.retrain_results):
+        candidate = next((r for r in results if r["decision"] == "CANDIDATE" and target in r["slices"]), None)
+        if candidate is None:
+            _say(f"  no CANDIDATE for {target} (the offline gate decided {[r['decision'] for r in results]}); "
+                 "nothing to release")
+            return 1
+        _say(f"[6/7] releasing {candidate['new_version']} (waiting up to {timeout:.0f}s): the application keeps "
+             f"serving live events through a ModelHandle while the rollout service shadows the candidate, gives it "
+             f"{settings.rollout_canary_fraction:.0%} of {target}'s events, promotes it, and watches it")  # fmt: skip
+        release = run_release(settings, story, models_start, timeout, candidate["new_version"])
+        show_serving(release, story, candidate["new_version"])
+        if release.outcome != "ROLLED_BACK":
+            _say(f"  the rollout ended {release.outcome or 'undecided'} after {release.seconds:.0f}s "
+                 f"(stages {release.stages}); see {settings.run_dir}/logs/rollout.log")
+            return 1
+        for topic in (settings.topics.alerts, settings.topics.retrain_requests, settings.topics.retrain_results,
+                      settings.topics.models):
             if not wait_caught_up(settings, settings.sink_group, topic, timeout=60):
                 _say(f"  the sink did not commit {topic} within 60s; see the sink log")
                 return 1
@@ -310,8 +254,8 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
         if code != 0 and started_broker:
             broker.down()
 
-    _say("[6/6] ClickHouse: alerts, and alert -> retrain request -> result joined")
-    from deploy.cli import write_rows
+    _say("[7/7] ClickHouse: alerts, alert -> retrain request -> result joined, and the rollout's stages")
+    from deploy.output import write_rows
 
     client = open_clickhouse(settings)
     cols, rows = query(
@@ -334,11 +278,22 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
         f"WHERE res.model = '{model}' GROUP BY a.slice, q.tier, res.request_id ORDER BY a.slice, q.tier",
     )
     write_rows(cols, rows, "table", sys.stdout)
+    print()
+    q = get_query("rollouts")
+    cols, rows = query(client, q.sql, q.parameters())
+    keep = ["updated_at", "version", "stage", "current_version", "canary_fraction", "statistic", "events",
+            "candidate_loss", "incumbent_loss"]  # fmt: skip
+    mine = [r for r in rows if r[cols.index("model")] == model]
+    write_rows(keep, [tuple(_round(r[cols.index(c)]) for c in keep) for r in mine], "table", sys.stdout)
     _, stat_rows = query(client, f"SELECT count() FROM drift_stats FINAL WHERE model = '{model}'")
     _say(f"  drift_stats rows: {stat_rows[0][0]}")
+    _say(f"summary: 1 drift alert -> 1 request -> {candidate['new_version']} CANDIDATE (ADAPTER, "
+         f"{candidate['params_updated']} of {candidate['params_total']} parameters) -> "
+         f"{' -> '.join(release.stages[1:] if release.stages[:1] == ['CANDIDATE'] else release.stages)}; "
+         f"{release.live_events} live events served through the handle in {release.seconds:.0f}s (the change "
+         f"reverted after {release.reverted_at} per slice)")
     if started_broker:
         broker.down()
         _say("  (broker stopped: the demo started it; `driftctl up` keeps one running)")
-    _say(f"demo done in {time.monotonic() - t0:.1f}s; try: driftctl query \"SELECT slice, decision, params_updated, "
-         "params_total FROM retrain_results FINAL\"")  # fmt: skip
+    _say(f"demo done in {time.monotonic() - t0:.1f}s; try: driftctl query --named rollouts, or driftctl report")
     return code

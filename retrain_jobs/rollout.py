@@ -52,7 +52,7 @@ from typing import Any
 
 from retrain_jobs.routing import serves_candidate
 from schemas.errors import DriftError
-from schemas.retraining import ROLLOUT_CAUSE_PREFIX
+from schemas.retraining import Cause
 
 BETS = tuple(0.5**k for k in range(1, 9))  # 0.5 .. 0.004: big bets for clear gains, small for faint ones
 
@@ -60,17 +60,17 @@ STAGES = ("CANDIDATE", "SHADOW", "CANARY", "PROMOTED", "REJECTED", "ROLLED_BACK"
 PHASES = ("CANDIDATE", "SHADOW", "CANARY", "WATCH", "PROMOTED", "REJECTED", "ROLLED_BACK")
 FINAL_PHASES = frozenset({"PROMOTED", "REJECTED", "ROLLED_BACK"})
 
-# typed causes (RetrainResult.cause); the router knows a live rollout's result by the prefix
-CAUSE_SHADOW_STARTED = ROLLOUT_CAUSE_PREFIX + "shadow_started"
-CAUSE_SHADOW_WON = ROLLOUT_CAUSE_PREFIX + "shadow_won"
-CAUSE_SHADOW_LOST = ROLLOUT_CAUSE_PREFIX + "shadow_lost"
-CAUSE_SHADOW_UNDECIDED = ROLLOUT_CAUSE_PREFIX + "shadow_undecided"
-CAUSE_CANARY_PASSED = ROLLOUT_CAUSE_PREFIX + "canary_passed"
-CAUSE_CANARY_REGRESSED = ROLLOUT_CAUSE_PREFIX + "canary_regressed"
-CAUSE_WATCH_PASSED = ROLLOUT_CAUSE_PREFIX + "watch_passed"
-CAUSE_WATCH_REGRESSED = ROLLOUT_CAUSE_PREFIX + "watch_regressed"
-CAUSE_STALE_PARENT = ROLLOUT_CAUSE_PREFIX + "stale_parent"
-CAUSE_REGISTRY_MOVED = ROLLOUT_CAUSE_PREFIX + "registry_moved"
+# typed causes (RetrainResult.cause, schemas/retraining.py); the router knows a live rollout's result by them
+CAUSE_SHADOW_STARTED = Cause.ROLLOUT_SHADOW_STARTED.value
+CAUSE_SHADOW_WON = Cause.ROLLOUT_SHADOW_WON.value
+CAUSE_SHADOW_LOST = Cause.ROLLOUT_SHADOW_LOST.value
+CAUSE_SHADOW_UNDECIDED = Cause.ROLLOUT_SHADOW_UNDECIDED.value
+CAUSE_CANARY_PASSED = Cause.ROLLOUT_CANARY_PASSED.value
+CAUSE_CANARY_REGRESSED = Cause.ROLLOUT_CANARY_REGRESSED.value
+CAUSE_WATCH_PASSED = Cause.ROLLOUT_WATCH_PASSED.value
+CAUSE_WATCH_REGRESSED = Cause.ROLLOUT_WATCH_REGRESSED.value
+CAUSE_STALE_PARENT = Cause.ROLLOUT_STALE_PARENT.value
+CAUSE_REGISTRY_MOVED = Cause.ROLLOUT_REGISTRY_MOVED.value
 
 
 class RolloutError(DriftError):
@@ -222,6 +222,8 @@ class Transition:
     statistic: float
     events: int
     checks: dict[str, float]
+    candidate_loss: float | None = None  # mean live log loss of the candidate over the phase's events
+    incumbent_loss: float | None = None  # ... of the incumbent (in WATCH: the predecessor) on the same events
 
 
 @dataclass
@@ -237,6 +239,8 @@ class Rollout:
     phase: str = "CANDIDATE"
     events: int = 0  # paired events observed since SHADOW began
     phase_events: int = 0  # ... in the current phase
+    phase_loss_incumbent: float = 0.0  # sum of the incumbent's raw log losses in the current phase
+    phase_loss_candidate: float = 0.0  # ... and of the candidate's
     shadow_gain: float = 0.0  # sum of the (unscaled, clipped) paired loss gains in shadow
     canary_served: int = 0
     canary_regret: float = 0.0  # candidate's extra loss summed over the canary events it served
@@ -287,6 +291,8 @@ class Rollout:
         x = (li - lc) / clip  # > 0: the candidate did better on this event
         self.events += 1
         self.phase_events += 1
+        self.phase_loss_incumbent += float(loss_incumbent)
+        self.phase_loss_candidate += float(loss_candidate)
         assert self.better is not None and self.worse is not None
         if self.phase == "SHADOW":
             self.shadow_gain += li - lc
@@ -403,8 +409,10 @@ class Rollout:
                kind: str | None = None) -> Transition:
         checks = self.checks()
         events = self.phase_events if self.phase != "CANDIDATE" else 0
+        losses = (self.phase_loss_candidate / events, self.phase_loss_incumbent / events) if events else (None, None)
         self.phase, self.phase_events = phase, 0
-        t = Transition(kind or phase, self.stage, decision, cause, reason, float(statistic), events, checks)
+        self.phase_loss_incumbent = self.phase_loss_candidate = 0.0
+        t = Transition(kind or phase, self.stage, decision, cause, reason, float(statistic), events, checks, *losses)
         self.history.append(asdict(t))
         return t
 

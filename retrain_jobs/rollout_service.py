@@ -162,7 +162,7 @@ class RolloutService:
         for kind, rec in records:
             if kind == MODELS:
                 self.last_update[rec["model"]] = rec
-                metrics.ROLLOUT_STAGES.labels(rec["model"], rec["stage"]).inc()
+                metrics.observe_model_update(rec)
                 log.info("models: %s %s %s (current %s) %s", rec["model"], rec["version"], rec["stage"],
                          rec["current_version"], rec["reason"])  # fmt: skip
             else:

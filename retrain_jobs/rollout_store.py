@@ -51,7 +51,8 @@ def update_id(model: str, version: str, stage: str) -> str:
 def model_update(*, model: str, version: str, stage: str, current_version: str | None, now_ms: int,
                  previous_version: str | None = None, canary_fraction: float = 0.0, slices: list[str] | None = None,
                  decision: str | None = None, reason: str = "", request_id: str | None = None,
-                 statistic: float | None = None, events: int = 0) -> dict[str, Any]:
+                 statistic: float | None = None, events: int = 0, candidate_loss: float | None = None,
+                 incumbent_loss: float | None = None) -> dict[str, Any]:
     """A ModelUpdate record (see the module docstring for what its versions mean)."""
     return {
         "schema_version": MODEL_UPDATE.version,
@@ -68,6 +69,8 @@ def model_update(*, model: str, version: str, stage: str, current_version: str |
         "request_id": request_id,
         "statistic": statistic,
         "events": int(events),
+        "candidate_loss": candidate_loss,
+        "incumbent_loss": incumbent_loss,
         "updated_at": int(now_ms),
     }
 
@@ -80,6 +83,7 @@ def stage_update(r: Rollout, stage: str, current_version: str | None, now_ms: in
         previous_version=r.incumbent, canary_fraction=r.config.canary_fraction if stage == "CANARY" else 0.0,
         slices=r.slices, decision=t.decision if t else None, reason=t.reason if t else reason,
         request_id=r.request_id, statistic=t.statistic if t else None, events=t.events if t else 0,
+        candidate_loss=t.candidate_loss if t else None, incumbent_loss=t.incumbent_loss if t else None,
     )  # fmt: skip
 
 

@@ -21,11 +21,15 @@ driftwatch_retrain_train_seconds{tier}      histogram of training time per job
 driftwatch_retrain_params_updated_total     parameters trained by the jobs; over driftwatch_retrain_params_total
 driftwatch_retrain_params_total             (parameters of the models they updated) the share retraining touched
 driftwatch_query_requests_total{outcome}    SQL answered on the query socket (ok, refused, query, request)
-driftwatch_service_restarts_total{service,worker}  dead services ``driftctl run`` restarted (its own endpoint)
-driftwatch_service_up{service,worker}       1 while the supervised process runs, 0 while it waits for a restart
-driftwatch_rollout_stages_total{model,stage}  ModelUpdate records the rollout service published, by stage
+driftwatch_rollout_stage_changes_total{model,stage}  ModelUpdate records the rollout service published
 driftwatch_rollout_events_total{model}      paired labelled events the rollouts scored
 driftwatch_rollouts_active                  rollouts in shadow, canary or watch
+driftwatch_rollout_promotions_total{model}  candidates promoted after shadow and canary
+driftwatch_rollout_rollbacks_total{model}   versions rolled back by the watch (or by hand)
+driftwatch_rollout_canary_fraction{model}   share of the slices' events the candidate serves now (0 off canary)
+driftwatch_serving_predictions_total{model,version}  predictions made by serving handles in this process
+driftwatch_service_restarts_total{service,worker}  dead services ``driftctl run`` restarted (its own endpoint)
+driftwatch_service_up{service,worker}       1 while the supervised process runs, 0 while it waits for a restart
 ==========================================  ==========================================================
 """
 
@@ -64,6 +68,15 @@ RETRAIN_PARAMS_TOTAL = Counter("driftwatch_retrain_params_total", "Parameters of
 QUERY_REQUESTS = Counter("driftwatch_query_requests", "SQL requests on the query socket", ["outcome"])
 SERVICE_RESTARTS = Counter("driftwatch_service_restarts", "Dead services restarted by driftctl run", ["service", "worker"])
 SERVICE_UP = Gauge("driftwatch_service_up", "1 while a supervised service process runs", ["service", "worker"])
+ROLLOUT_STAGES = Counter("driftwatch_rollout_stage_changes", "Rollout stage changes published", ["model", "stage"])
+ROLLOUT_PROMOTIONS = Counter("driftwatch_rollout_promotions", "Candidates promoted by the rollout", ["model"])
+ROLLOUT_ROLLBACKS = Counter("driftwatch_rollout_rollbacks", "Versions rolled back", ["model"])
+ROLLOUT_CANARY_FRACTION = Gauge(
+    "driftwatch_rollout_canary_fraction", "Share of the slices' events the canary candidate serves", ["model"]
+)
+SERVING_PREDICTIONS = Counter(
+    "driftwatch_serving_predictions", "Predictions made by serving handles", ["model", "version"]
+)
 
 
 def service_port(settings: Settings, service: str) -> int | None:
@@ -156,6 +169,17 @@ def observe_retrain_result(result: dict[str, Any]) -> None:
     RETRAIN_PARAMS_TOTAL.inc(result["params_total"])
 
 
-ROLLOUT_STAGES = Counter("driftwatch_rollout_stages", "ModelUpdate records published by the rollout", ["model", "stage"])
 ROLLOUT_EVENTS = Counter("driftwatch_rollout_events", "Paired labelled events scored by the rollouts", ["model"])
 ROLLOUTS_ACTIVE = Gauge("driftwatch_rollouts_active", "Rollouts in shadow, canary or watch")
+
+
+def observe_model_update(update: dict[str, Any]) -> None:
+    """Count one published ModelUpdate (the rollout service calls this after producing it)."""
+    model, stage = update["model"], update["stage"]
+    ROLLOUT_STAGES.labels(model, stage).inc()
+    if stage == "PROMOTED":
+        ROLLOUT_PROMOTIONS.labels(model).inc()
+    elif stage == "ROLLED_BACK":
+        ROLLOUT_ROLLBACKS.labels(model).inc()
+    share = (update.get("canary_fraction") or 0.0) if stage == "CANARY" else 0.0
+    ROLLOUT_CANARY_FRACTION.labels(model).set(share)

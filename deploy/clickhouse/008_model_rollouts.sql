@@ -18,6 +18,8 @@ CREATE TABLE IF NOT EXISTS model_rollouts
     request_id       Nullable(String),
     statistic        Nullable(Float64),
     events           Int64,
+    candidate_loss   Nullable(Float64) COMMENT 'live loss of version on the paired events (ModelUpdate v2)',
+    incumbent_loss   Nullable(Float64) COMMENT 'live loss of previous_version on the same events',
     updated_at       DateTime64(3, 'UTC'),
     inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
 )

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 from pydantic import SecretStr
 
 from consumers.store import close_clickhouse, open_clickhouse, query
-from deploy.demo import RetrainStory
+from deploy.demo_story import RetrainStory
 from deploy.services import settings_env
 from runtime.kafka import wait_caught_up
 from runtime.topics import ensure_topics

@@ -11,6 +11,9 @@ amount and age, a stat per (slice, feature) per minute. What happened:
   1,000 of 1,000,000 parameters, 2.5 s) and a MODULE retrain from the us-east one (no
   result yet).
 * Dead letters: two undecodable events with one reason (one inserted twice), one other.
+* The rollout of v2 (req-eu): CANDIDATE and SHADOW at minute 95, CANARY (10% of eu-west) at
+  101, PROMOTED at 108 (the CANARY record inserted twice), then the watch rolled it back to v1
+  at 118: its live loss went above v1's on the watched events.
 """
 
 from __future__ import annotations
@@ -94,7 +97,44 @@ RESULTS = (
         "decision": "PROMOTED", "reason": "affected slices improved, others within tolerance",
         "artifact_uri": "file:///registry/m/v2", "finished_at": T0 + 95 * MIN,
     }),
+    _roundtrip("RetrainResult", {  # an earlier job that bought nothing: wasted seconds
+        "request_id": "req-eu-old", "model": "m", "new_version": None, "parent_version": "v1", "tier": "ADAPTER",
+        "slices": ["eu-west"], "modules_updated": ["adapter_eu-west"], "params_updated": 1_000,
+        "params_total": 1_000_000, "train_seconds": 1.5, "metric_name": "log_loss", "metric_before": 0.40,
+        "metric_after": 0.40, "other_slices_max_regression": 0.0, "latency_ms": 1.1, "decision": "REJECTED",
+        "reason": "min_gain: eu-west log_loss gain +0.0000 < 0.01", "artifact_uri": None,
+        "finished_at": T0 + 50 * MIN, "cause": "MIN_GAIN",
+    }),
+    _roundtrip("RetrainResult", {  # triage: the data drift did not hurt, no job (avoided seconds)
+        "request_id": "req-ap-skip", "model": "m", "new_version": None, "parent_version": "v1", "tier": "ADAPTER",
+        "slices": ["ap-south"], "modules_updated": [], "params_updated": 0, "params_total": 0,
+        "train_seconds": 0.0, "metric_name": "log_loss", "metric_before": 0.3, "metric_after": 0.3,
+        "other_slices_max_regression": 0.0, "latency_ms": None, "decision": "SKIPPED",
+        "reason": "triage: no significant harm", "artifact_uri": None, "finished_at": T0 + 101 * MIN,
+        "cause": "NO_HARM", "checks": {"triage.delta": 0.004, "triage.ci_low": -0.02, "triage.ci_high": 0.03},
+    }),
 )  # fmt: skip
+
+
+def rollout(stage: str, minute: int, current: str, **kw: Any) -> dict[str, Any]:
+    return _roundtrip("ModelUpdate", {
+        "update_id": f"m:v2:{stage}", "model": "m", "version": "v2", "previous_version": "v1",
+        "current_version": current, "stage": stage, "canary_fraction": 0.0, "slices": ["eu-west"],
+        "decision": None, "reason": f"{stage.lower()} of v2", "request_id": "req-eu", "statistic": None,
+        "events": 0, "candidate_loss": None, "incumbent_loss": None, "updated_at": T0 + minute * MIN, **kw,
+    })  # fmt: skip
+
+
+ROLLOUTS = (
+    rollout("CANDIDATE", 95, "v1"),
+    rollout("SHADOW", 95, "v1"),
+    rollout("CANARY", 101, "v1", canary_fraction=0.1, statistic=21.5, events=640, candidate_loss=0.43,
+            incumbent_loss=0.61),
+    rollout("PROMOTED", 108, "v2", decision="PROMOTED", statistic=48.0, events=910, candidate_loss=0.42,
+            incumbent_loss=0.60),
+    rollout("ROLLED_BACK", 118, "v1", decision="ROLLED_BACK", statistic=33.0, events=700, candidate_loss=0.66,
+            incumbent_loss=0.52),
+)
 
 
 def dead_letter(offset: int, reason: str, error_type: str) -> dict[str, Any]:
@@ -124,6 +164,8 @@ def populate(client: Any) -> None:
         (rows.RESULTS, list(RESULTS)),
         (rows.DEAD_LETTERS, list(DEAD_LETTERS)),
         (rows.DEAD_LETTERS, [DEAD_LETTERS[0]]),  # a replay
+        (rows.ROLLOUTS, list(ROLLOUTS)),
+        (rows.ROLLOUTS, [ROLLOUTS[2]]),  # a replay
     )
     for spec, records in batches:
         client.insert(spec.table, [spec.to_row(r) for r in records], column_names=list(spec.columns))

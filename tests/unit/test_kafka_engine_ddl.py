@@ -26,13 +26,14 @@ RECORDS = {
                    {**story.RESULTS[0], "request_id": "r3", "decision": "SKIPPED", "cause": "no_harm",
                     "module_scores": {"adapter.eu": 0.9}, "checks": {"triage_delta": 0.01}}],
     rows.ROLLOUTS: [
-        {"schema_version": 1, "update_id": "m:v2:SHADOW", "model": "m", "version": "v2", "previous_version": "v1",
+        {"schema_version": 2, "update_id": "m:v2:SHADOW", "model": "m", "version": "v2", "previous_version": "v1",
          "current_version": "v1", "stage": "SHADOW", "canary_fraction": 0.0, "slices": ["eu"], "decision": None,
-         "reason": "gate passed", "request_id": "r1", "statistic": None, "events": 0, "updated_at": 1_790_000_000_000},
-        {"schema_version": 1, "update_id": "m:v2:PROMOTED", "model": "m", "version": "v2", "previous_version": "v1",
+         "reason": "gate passed", "request_id": "r1", "statistic": None, "events": 0, "candidate_loss": None,
+         "incumbent_loss": None, "updated_at": 1_790_000_000_000},
+        {"schema_version": 2, "update_id": "m:v2:PROMOTED", "model": "m", "version": "v2", "previous_version": "v1",
          "current_version": "v2", "stage": "PROMOTED", "canary_fraction": 0.0, "slices": ["eu"],
          "decision": "PROMOTED", "reason": "better", "request_id": "r1", "statistic": 25.5, "events": 812,
-         "updated_at": 1_790_000_100_000},
+         "candidate_loss": 0.41, "incumbent_loss": 0.58, "updated_at": 1_790_000_100_000},
     ],
 }  # fmt: skip
 

@@ -60,3 +60,37 @@ def test_the_check_sees_a_climbing_import(tmp_path: Path) -> None:
     bad = tmp_path / "x.py"
     bad.write_text("def f():\n    from deploy.cli import main\n    import runtime.kafka\n")
     assert _imports(bad) == {"deploy", "runtime"}
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """module (dotted) -> the project modules it imports, lazy imports included."""
+    modules = {".".join(p.relative_to(REPO).with_suffix("").parts): p for pkg in LAYER for p in (REPO / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            found.update(t for t in targets if t in modules and t != name)
+        graph[name] = found
+    return graph
+
+
+def test_no_import_cycle_between_modules() -> None:
+    """E.g. the CLI imports the demo, so the demo must not import the CLI (even lazily)."""
+    graph, state, cycles = _module_imports(), {}, []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycles.append(" -> ".join(path[path.index(target):] + [target]) if target in path else target)
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "\n".join(cycles)

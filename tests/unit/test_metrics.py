@@ -29,7 +29,8 @@ def value(name: str, **labels: str) -> float:
 
 def test_service_ports_follow_the_base_port_and_zero_turns_them_off():
     s = load_settings(metrics_port=9500)
-    assert [metrics.service_port(s, n) for n in ("streams", "sink", "router", "retrain")] == [9500, 9501, 9502, 9503]
+    assert [metrics.service_port(s, n) for n in ("streams", "sink", "router", "retrain", "rollout")] == [
+        9500, 9501, 9502, 9503, 9504]
     assert metrics.service_port(load_settings(metrics_port=0), "sink") is None
     assert metrics.stats_config(load_settings(kafka_stats_interval_ms=0)) == {}
     conf = metrics.stats_config(load_settings(kafka_stats_interval_ms=1000))
@@ -171,3 +172,16 @@ def test_progress_follows_the_settings():
     with progress(load_settings(progress="on"), total=2, stream=stream) as bar:
         bar.update(2)
     assert "2/2" in stream.getvalue()
+
+
+def test_model_updates_count_stage_changes_promotions_rollbacks_and_the_canary_share():
+    model = "metrics-rollout-model"
+    before = value("driftwatch_rollout_stage_changes_total", model=model, stage="PROMOTED")
+    metrics.observe_model_update({"model": model, "stage": "CANARY", "canary_fraction": 0.1})
+    assert value("driftwatch_rollout_canary_fraction", model=model) == 0.1
+    metrics.observe_model_update({"model": model, "stage": "PROMOTED", "canary_fraction": 0.0})
+    metrics.observe_model_update({"model": model, "stage": "ROLLED_BACK", "canary_fraction": 0.0})
+    assert value("driftwatch_rollout_stage_changes_total", model=model, stage="PROMOTED") == before + 1
+    assert value("driftwatch_rollout_promotions_total", model=model) == 1
+    assert value("driftwatch_rollout_rollbacks_total", model=model) == 1
+    assert value("driftwatch_rollout_canary_fraction", model=model) == 0.0

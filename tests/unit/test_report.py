@@ -10,22 +10,13 @@ import pytest
 
 from consumers.query_server import open_reader
 from consumers.store import apply_schema, close_clickhouse, open_clickhouse
-from deploy.report import (
-    QUERIES,
-    ReportData,
-    Table,
-    dead_letters_figure,
-    drift_timeline_figure,
-    gather,
-    render,
-    retrain_requests,
-    write_report,
-)
+from deploy.report import QUERIES, ReportData, Table, gather, render, retrain_requests, write_report
+from deploy.report_figures import dead_letters_figure, drift_timeline_figure, rollout_figure
 from schemas.settings import load_settings
 from tests.unit import monitoring_data as story
 
 PLOTS = ("plot-drift-timeline", "plot-alerts-by-type", "plot-alerts-by-hour", "plot-compute-saved",
-         "plot-retrain-outcomes", "plot-dead-letters")  # fmt: skip
+         "plot-retrain-outcomes", "plot-dead-letters", "plot-rollouts")  # fmt: skip
 
 
 def chromium() -> str:
@@ -63,7 +54,8 @@ def test_report_has_every_panel_and_no_external_resource(report):
     assert summary["bytes"] == path.stat().st_size and summary["plots"] == len(PLOTS)
     for plot in PLOTS:
         assert f'id="{plot}"' in page
-    for panel in ("drifting-now", "drift-timeline", "alerts-by-type", "alerts-by-hour", "retraining", "dead-letters"):
+    for panel in ("drifting-now", "drift-timeline", "alerts-by-type", "alerts-by-hour", "retraining", "dead-letters",
+                  "rollouts"):
         assert f'data-panel="{panel}"' in page
     assert 'data-empty="true"' not in page
     # everything inline: no tag loads a script, style, image or frame from elsewhere
@@ -117,8 +109,9 @@ def test_an_empty_store_renders_explicit_empty_panels():
     tables = {name: Table([], []) for name in QUERIES}
     page = render(ReportData("test", tables))
     assert "No retraining yet" in page and "No dead letters" in page and "No alerts yet" in page
+    assert "No rollout yet" in page
     assert 'class="plotly-graph-div"' not in page
-    assert page.count('data-empty="true"') == 5
+    assert page.count('data-empty="true"') == 6
 
 
 # --- the figures say what the data says ----------------------------------------------------------
@@ -169,3 +162,20 @@ def test_report_tables_fit_and_mark_outcomes(report):
     assert '<td class="col-decision PROMOTED">PROMOTED</td>' in page
     assert "<summary>the latest alerts (5)</summary>" in page
     assert "since (est.)" in page
+
+
+def test_rollout_panel_shows_each_stage_and_both_live_losses(report):
+    _, data, path = report
+    page = path.read_text(encoding="utf-8")
+    rollouts = data["rollouts"]
+    assert [r["stage"] for r in rollouts] == ["CANDIDATE", "SHADOW", "CANARY", "PROMOTED", "ROLLED_BACK"]  # replay once
+    assert "<b>1 / 1</b><span>rollouts promoted / rolled back" in page
+    fig = rollout_figure(rollouts)
+    stages = {t.name: list(t.x) for t in fig.data if t.yaxis == "y"}
+    assert set(stages) == {"candidate", "shadow", "canary", "promoted", "rolled_back"}
+    losses = {t.name: list(t.y) for t in fig.data if t.yaxis == "y2"}
+    assert losses == {"v2 live loss": [0.43, 0.42, 0.66], "its incumbent (v1)": [0.61, 0.60, 0.52]}
+    (version,) = data["version-performance"]
+    assert (version["version"], version["last_stage"], version["offline_after"]) == ("v2", "ROLLED_BACK", 0.41)
+    assert version["live_loss_delta"] == pytest.approx(0.14)
+    assert '<td class="col-stage CANARY">CANARY</td>' in page

@@ -73,7 +73,7 @@ def test_dashboard_model_imports():
     assert {"from", "to"} <= set(dash["time"]) and dash["timezone"] == "utc"
     assert {r["id"] for r in dash["__requires"]} == {PLUGIN, "grafana"}
     ids = [p["id"] for p in dash["panels"]]
-    assert all(isinstance(i, int) for i in ids) and len(ids) == len(set(ids)) == 7
+    assert all(isinstance(i, int) for i in ids) and len(ids) == len(set(ids)) == 9
     cells: dict[tuple[int, int], str] = {}
     for p in dash["panels"]:
         assert p["type"] in CORE_PANELS, p["title"]
@@ -88,7 +88,8 @@ def test_dashboard_model_imports():
         assert len({t["refId"] for t in p["targets"]}) == len(p["targets"]) >= 1, p["title"]
     titles = " | ".join(p["title"] for p in dash["panels"]).lower()
     for topic in ("drifting now", "drift score per slice", "alerts by type and severity", "per slice per hour",
-                  "retraining", "compute saved", "dead letters"):  # fmt: skip
+                  "retraining", "compute saved", "dead letters", "rollouts: stage changes",
+                  "live loss of candidate and incumbent"):  # fmt: skip
         assert topic in titles
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == PLUGIN

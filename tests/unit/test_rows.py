@@ -83,7 +83,7 @@ def sample_update() -> dict:
         "update_id": "m:v2:CANARY", "model": "m", "version": "v2", "previous_version": "v1",
         "current_version": "v1", "stage": "CANARY", "canary_fraction": 0.1, "slices": ["eu"],
         "reason": "shadow passed", "request_id": "r1", "statistic": 21.0, "events": 400,
-        "updated_at": 1_790_000_000_000,
+        "candidate_loss": 0.45, "incumbent_loss": 0.61, "updated_at": 1_790_000_000_000,
     }  # fmt: skip
 
 

@@ -106,6 +106,16 @@ def test_old_version_bytes_decode_with_new_schema():
     assert decoded == {**old, "categorical": {}, "model_version": None}
 
 
+def test_model_update_v1_decodes_with_no_live_losses():
+    from schemas.codec import MODEL_UPDATE
+
+    old = {"schema_version": 1, "update_id": "m:v2:SHADOW", "model": "m", "version": "v2", "previous_version": "v1",
+           "current_version": "v1", "stage": "SHADOW", "canary_fraction": 0.0, "slices": ["eu"], "decision": None,
+           "reason": "", "request_id": None, "statistic": None, "events": 0, "updated_at": 1_790_000_000_000}  # fmt: skip
+    decoded = MODEL_UPDATE.decode(MODEL_UPDATE.encode_with(old, _load_json("history/model_update.v1.avsc")))
+    assert decoded == {**old, "candidate_loss": None, "incumbent_loss": None}
+
+
 def test_unknown_fingerprint_and_garbage_are_clear_errors():
     codec = RecordCodec("Event", _load_json("event.avsc"))
     with pytest.raises(SchemaError, match="unknown schema fingerprint"):
@@ -130,3 +140,18 @@ def test_avsc_files_are_valid_json_and_named():
     for name, codec in CODECS.items():
         assert codec.schema_json["name"] == name
         json.dumps(codec.schema_json)
+
+
+def test_retrain_request_v1_decodes_with_no_alert_types():
+    """Evolution: a RetrainRequest from a router before triage reads as v2 with alert_types [] (not triaged)."""
+    from schemas.codec import RETRAIN_REQUEST
+
+    v1 = _load_json("history/retrain_request.v1.avsc")
+    old = {
+        "schema_version": 1, "request_id": "r1", "alert_ids": ["a1"], "model": "m", "slices": ["eu"],
+        "modules": ["adapter.eu"], "tier": "ADAPTER",
+        "snapshot": {"topic": "drift.events", "ranges": [{"partition": 0, "start_offset": 5, "end_offset": 9}],
+                     "slice_filter": ["eu"], "labelled_only": True},
+        "priority": 2001, "policy_version": "router-1", "created_at": 1_790_000_000_000,
+    }
+    assert RETRAIN_REQUEST.decode(RETRAIN_REQUEST.encode_with(old, v1)) == {**old, "alert_types": []}

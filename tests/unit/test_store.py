@@ -96,7 +96,7 @@ def test_ddl_files_are_ordered_and_one_statement_each():
     names = [name for name, _ in store.ddl_files()]
     assert names == ["001_drift_stats.sql", "002_drift_alerts.sql", "003_dead_letters.sql",
                      "004_retrain_requests.sql", "005_retrain_results.sql", "006_rollups.sql",
-                     "007_retrain_results_v2.sql", "008_model_rollouts.sql"]  # fmt: skip
+                     "007_retrain_results_v2.sql", "008_model_rollouts.sql", "009_model_rollouts_v2.sql"]  # fmt: skip
     for name, text in store.ddl_files():
         statements = store.split_statements(text)
         if name < "006":  # one table per file; later files add rollups (tables + their views)

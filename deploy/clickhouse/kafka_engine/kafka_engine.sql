@@ -209,6 +209,8 @@ SELECT
     JSONExtract(j, 'request_id', 'Nullable(String)') AS request_id,
     JSONExtract(j, 'statistic', 'Nullable(Float64)') AS statistic,
     JSONExtract(j, 'events', 'Int64') AS events,
+    JSONExtract(j, 'candidate_loss', 'Nullable(Float64)') AS candidate_loss,
+    JSONExtract(j, 'incumbent_loss', 'Nullable(Float64)') AS incumbent_loss,
     fromUnixTimestamp64Milli(JSONExtractInt(j, 'updated_at'), 'UTC') AS updated_at
 FROM (SELECT driftwatch_decode('ModelUpdate', base64Encode(value)) AS j FROM model_rollouts_queue)
 WHERE NOT JSONHas(j, '_error');

@@ -1,0 +1,45 @@
+"""A user's serving application, for test_serving_handle: its own process, a ModelHandle,
+one event at a time produced with the version that made it, until its stdin closes.
+
+Output lines (flushed): ``ready <version>``, ``swap <served> <current> <candidate|->`` when
+what serves changed (``served``: events served before the swap was seen), and at the end
+``done <served> <delivered> <failed>``. Settings come from the DRIFT_* environment.
+"""
+
+from __future__ import annotations
+
+import select
+import sys
+import time
+
+from retrain_jobs.serving import ModelHandle
+from schemas.settings import load_settings
+
+
+def event(model: str, i: int) -> dict:
+    return {"event_id": f"{model}-{i:06d}", "event_time": 1_790_000_000_000 + i, "model": model, "slice": "ab"[i % 2],
+            "features": {"x": float(i % 7), "y": float(i % 50)}, "categorical": {"c": "uv"[i % 3 == 0]},
+            "label": i % 2}  # fmt: skip
+
+
+def main(model: str, pause: float) -> None:
+    served = 0
+
+    def on_swap(current: str, candidate: str | None) -> None:
+        print(f"swap {served} {current} {candidate or '-'}", flush=True)
+
+    with ModelHandle(load_settings(), model, on_swap=on_swap) as handle:
+        handle.wait_ready(60)
+        print(f"ready {handle.current_version}", flush=True)
+        while True:
+            if select.select([sys.stdin], [], [], 0)[0] and not sys.stdin.readline():
+                break  # stdin closed: the test is done with us
+            handle.serve(event(model, served))
+            served += 1
+            time.sleep(pause)
+        handle.flush(30)
+        print(f"done {served} {handle.stats.produced} {handle.stats.produce_failures}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], float(sys.argv[2]))

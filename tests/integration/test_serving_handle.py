@@ -1,0 +1,138 @@
+"""Issue 10, serving: a handle in another process serves while a rollout promotes, then rolls
+back, and every prediction event it produced names the version that made it.
+
+The application (tests/integration/serving_app.py) serves one event at a time through a
+ModelHandle and produces each to the events topic. This test plays the rollout the way the
+rollout service does it: registry pointer swap first, then the ModelUpdate on the models topic
+(SHADOW, CANARY at 50% of slice a, PROMOTED, ROLLED_BACK). Then it reads the events topic
+and checks each event: its prediction is exactly what its model_version's weights give, and
+its version is the one the phase it was served in prescribes (the canary share by the shared
+hash of event_id).
+"""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Producer
+
+from deploy.services import settings_env
+from retrain_jobs.model import TabularModularModel
+from retrain_jobs.registry import Registry
+from retrain_jobs.routing import serves_candidate
+from retrain_jobs.selective import predict
+from runtime.kafka import read_topic, value_decoder
+from schemas.codec import EVENT, MODEL_UPDATE
+from tests.integration.serving_app import event
+
+MARGIN = 3  # events around a swap whose phase is ambiguous (the swap line races the serve loop)
+
+
+class App:
+    """The serving application's process and its output lines."""
+
+    def __init__(self, settings, model: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.serving_app", model, "0.01"], env=settings_env(settings),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def expect(self, prefix: str, timeout: float = 60.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"the serving app said no {prefix!r} line within {timeout}s")
+            if line.startswith(prefix):
+                return line.split()
+            assert not line.startswith("swap"), f"unexpected swap before {prefix!r}: {line}"
+
+    def stop(self) -> list[str]:
+        self.proc.stdin.close()
+        done = self.expect("done")
+        assert self.proc.wait(30) == 0
+        return done
+
+
+def test_a_handle_in_another_process_follows_promotion_and_rollback(kafka_settings, tmp_path):
+    model = f"serve-{uuid.uuid4().hex[:6]}"
+    settings = kafka_settings.model_copy(update={"registry_dir": tmp_path / "models"})
+    registry = Registry(settings.registry_dir)
+    train = [event(model, i) for i in range(200)]
+    for seed, parent in ((0, None), (1, "v0001")):
+        registry.save(model, TabularModularModel.fit_new(train, seed=seed), parent_version=parent)
+    registry.promote(model, "v0001")
+    producer = Producer(settings.producer_config())
+
+    def announce(stage: str, current: str, fraction: float = 0.0, decision: str | None = None) -> None:
+        update = {"update_id": f"{model}:v0002:{stage}", "model": model, "version": "v0002",
+                  "previous_version": "v0001", "current_version": current, "stage": stage,
+                  "canary_fraction": fraction, "slices": ["a"], "decision": decision, "reason": "test",
+                  "request_id": "r1", "events": 0, "updated_at": int(time.time() * 1000)}  # fmt: skip
+        producer.produce(settings.topics.models, key=model.encode(), value=MODEL_UPDATE.encode(update))
+        assert producer.flush(30) == 0
+
+    announce("CANDIDATE", "v0001")  # on the topic before the app starts: read at catch-up, changes nothing
+    app = App(settings, model)
+    try:
+        assert app.expect("ready")[1] == "v0001"
+        time.sleep(1.0)
+        announce("SHADOW", "v0001")  # shadow scores offline: the handle keeps serving v0001 alone
+        time.sleep(1.0)
+        announce("CANARY", "v0001", fraction=0.5)
+        canary_at = int(app.expect("swap")[1])
+        time.sleep(1.5)
+        registry.promote(model, "v0002", expect_current="v0001")  # pointer first, then the topic
+        announce("PROMOTED", "v0002", decision="PROMOTED")
+        promoted_at = int(app.expect("swap")[1])
+        time.sleep(1.5)
+        assert registry.rollback(model) == ("v0002", "v0001")
+        announce("ROLLED_BACK", "v0001", decision="ROLLED_BACK")
+        rolled_back_at = int(app.expect("swap")[1])
+        time.sleep(1.0)
+        served, delivered, failed = map(int, app.stop()[1:])
+    finally:
+        if app.proc.poll() is None:
+            app.proc.kill()
+    assert failed == 0 and delivered == served
+
+    produced = [e for e in read_topic(settings, settings.topics.events, decode=value_decoder(EVENT.decode))
+                if e["model"] == model]  # fmt: skip
+    assert len(produced) == served and len({e["event_id"] for e in produced}) == served
+    nets = {v: registry.load(model, v)[0] for v in ("v0001", "v0002")}
+    by_version: dict[str, list[dict]] = {}
+    for e in produced:
+        by_version.setdefault(e["model_version"], []).append(e)
+    assert set(by_version) == {"v0001", "v0002"}
+    for version, events in by_version.items():  # each prediction is exactly its version's score
+        assert [e["prediction"] for e in events] == pytest.approx(predict(nets[version], events).tolist(), abs=1e-6)
+        assert all(e["label"] in (0, 1) for e in events)  # the event's own fields kept
+
+    def prescribed(e: dict, i: int) -> str | None:
+        if any(abs(i - at) <= MARGIN for at in (canary_at, promoted_at, rolled_back_at)):
+            return None
+        if canary_at < i < promoted_at:
+            return "v0002" if e["slice"] == "a" and serves_candidate(e["event_id"], 0.5) else "v0001"
+        return "v0002" if promoted_at < i < rolled_back_at else "v0001"
+
+    seq = {e["event_id"]: int(e["event_id"].rsplit("-", 1)[1]) for e in produced}
+    wrong = [(seq[e["event_id"]], e["slice"], e["model_version"]) for e in produced
+             if prescribed(e, seq[e["event_id"]]) not in (None, e["model_version"])]  # fmt: skip
+    assert not wrong, f"events served by the wrong version (seq, slice, version): {wrong[:10]}"
+    phases = [canary_at, promoted_at - canary_at, rolled_back_at - promoted_at, served - rolled_back_at]
+    assert min(phases) > 2 * MARGIN, f"events per phase {phases}: too few to tell the phases apart"
+    canary = [e for e in produced if canary_at + MARGIN < seq[e["event_id"]] < promoted_at - MARGIN]
+    assert {e["model_version"] for e in canary if e["slice"] == "a"} == {"v0001", "v0002"}
