@@ -306,6 +306,16 @@ class Rollout:
             raise RolloutError(f"cannot end the rollout of {self.model} {self.candidate} ({self.phase}) as {decision}")
         return self._enter(decision, decision, cause, reason, self._statistic())
 
+    def rebase(self, incumbent: str, candidate: str, reason: str) -> None:
+        """Go on with ``candidate`` (the old one's modules on the new ``incumbent``, see
+        :mod:`retrain_jobs.rebase`): same predictions on the slices, so the evidence stands."""
+        if self.done:
+            raise RolloutError(f"rollout of {self.model} {self.candidate} is {self.phase}; nothing to rebase")
+        self.history.append({"kind": "REBASED", "stage": self.stage, "decision": None, "cause": "", "reason": reason,
+                             "statistic": self._statistic(), "events": self.phase_events, "checks": {},
+                             "from_candidate": self.candidate, "from_incumbent": self.incumbent})  # fmt: skip
+        self.incumbent, self.candidate = incumbent, candidate
+
     def reconcile(self, current_version: str | None) -> Transition | None:
         """The registry pointer is the truth: the transition that makes this rollout agree with
         it (after a crash between a pointer swap and the checkpoint, or a change by hand), or
