@@ -7,11 +7,15 @@ Both versions from the registry score every such event; the per-event log losses
 pure :class:`retrain_jobs.rollout.Rollout`, and the service does what it decides:
 
 - SHADOW / CANARY: a ModelUpdate on the models topic (key = model).
-- PROMOTED: registry pointer swap (compare-and-swap on the incumbent; a candidate whose
-  incumbent is no longer current is REJECTED, stale parent), then the ModelUpdate, then the
-  final RetrainResult (same request_id) on the results topic. The watch goes on.
-- REJECTED / ROLLED_BACK: (the pointer swapped back when the watch rolls back) the ModelUpdate
-  and the final RetrainResult with the cause, the reason and the test's numbers (``checks``).
+- PROMOTED: registry pointer swap (compare-and-swap on the incumbent), then the ModelUpdate,
+  then the final RetrainResult (same request_id) on the results topic. The watch goes on. A
+  candidate whose incumbent was replaced meanwhile (two slices' rollouts of one model) is
+  rebased onto the new current version when their modules are disjoint
+  (:mod:`retrain_jobs.rebase`), else REJECTED as a stale parent.
+- REJECTED / ROLLED_BACK: (when the watch rolls back: the pointer back to the incumbent, or,
+  if another version was promoted on top, that version with the watched one's own modules set
+  back) the ModelUpdate and the final RetrainResult with the cause, the reason and the test's
+  numbers (``checks``).
 
 Records go out after the registry change they announce, in a batch at the end of each poll:
 checkpoint (state, offsets, outbox; :mod:`retrain_jobs.rollout_store`), publish and wait for the
@@ -38,7 +42,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from retrain_jobs.rebase import rebase, rebase_blocker
+from retrain_jobs.rebase import follow_blocker, rebase, rebase_blocker, revert
 from retrain_jobs.registry import Registry, RegistryError
 from retrain_jobs.rollout import CAUSE_STALE_PARENT, CAUSE_WATCH_REGRESSED, Rollout, RolloutConfig, Transition
 from retrain_jobs.rollout_store import (
@@ -194,6 +198,8 @@ class RolloutService:
         current = self.registry.current_version(r.model)
         if r.phase in ("SHADOW", "CANARY") and current not in (r.incumbent, r.candidate) and current is not None:
             self._rebase(st, current)
+        elif r.phase == "WATCH" and current not in (r.candidate, None) and self._follows(st, current):
+            return  # promoted on top of the watched version, its slices predicted as before: watch on
         t = r.reconcile(self.registry.current_version(r.model))
         if t is not None:
             log.warning("rollout %s: %s", r.request_id, t.reason)
@@ -342,6 +348,34 @@ class RolloutService:
             st.outbox.append((MODELS, stage_update(r, r.phase, onto, int(self.clock() * 1000), reason=reason)))
         return True
 
+    def _follows(self, st: RolloutState, current: str) -> bool:
+        r = st.rollout
+        try:
+            blocker = follow_blocker(self.registry, r.model, r.candidate, current, r.slices)
+        except Exception:
+            log.exception("rollout %s: cannot compare %s with %s", r.request_id, r.candidate, current)
+            return False
+        if blocker is not None:
+            log.info("rollout %s: the watch cannot follow %s: %s", r.request_id, current, blocker)
+        return blocker is None
+
+    def _roll_back(self, st: RolloutState) -> str:
+        """Undo the watched version: the pointer back to its incumbent, or, when another version
+        was promoted on top of it, that version with the watched one's own modules set back."""
+        r = st.rollout
+        current = self.registry.current_version(r.model)
+        if current == r.candidate:
+            self.registry.rollback(r.model, to=r.incumbent, expect_current=r.candidate)
+            return f"pointer back to {r.incumbent}"
+        if current is not None and current != r.incumbent and self._follows(st, current):
+            m = revert(self.registry, r.model, r.candidate, current, r.slices)
+            self.registry.promote(r.model, m.version, expect_current=current)
+            return f"{r.candidate}'s own modules set back to {r.incumbent}'s on {current} as {m.version}"
+        if current != r.incumbent:  # the regression is real and cannot be isolated: safety first
+            self.registry.rollback(r.model, to=r.incumbent)
+            return f"pointer back to {r.incumbent} (from {current}, which was built on {r.candidate})"
+        return f"already at {r.incumbent}"
+
     def _act(self, st: RolloutState, t: Transition) -> None:
         """The registry side of a transition, then its records into the outbox."""
         r = st.rollout
@@ -359,9 +393,9 @@ class RolloutService:
                 t = r.abort("REJECTED", CAUSE_STALE_PARENT, f"stale parent: {exc}")
         elif t.decision == "ROLLED_BACK" and t.cause == CAUSE_WATCH_REGRESSED:
             try:
-                self.registry.rollback(r.model, to=r.incumbent, expect_current=r.candidate)
-            except RegistryError as exc:
-                log.warning("rollout %s: not rolling the pointer back: %s", r.request_id, exc)
+                t = dataclasses.replace(t, reason=f"{t.reason}; {self._roll_back(st)}")
+            except Exception:
+                log.exception("rollout %s: rolling back failed; the pointer stays", r.request_id)
         self._records_for(st, t)
 
     def _records_for(self, st: RolloutState, t: Transition) -> None:
