@@ -42,16 +42,15 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from retrain_jobs.rebase import follow_blocker, rebase, rebase_blocker, revert
 from retrain_jobs.registry import Registry, RegistryError
 from retrain_jobs.rollout import CAUSE_STALE_PARENT, CAUSE_WATCH_REGRESSED, Rollout, RolloutConfig, Transition
+from retrain_jobs.rollout_registry import RegistrySide
 from retrain_jobs.rollout_store import (
     MODELS,
     RESULTS,
     RolloutState,
     RolloutStore,
     final_result,
-    model_update,
     stage_update,
 )
 from runtime import metrics
@@ -95,6 +94,7 @@ class RolloutService:
         self.config = RolloutConfig.from_settings(settings)
         self.registry = registry or Registry(settings.registry_dir)
         self.store = RolloutStore(self.registry.root)
+        self.side = RegistrySide(self.registry, clock)
         self.scorer = scorer or default_scorer
         self.clock = clock
         self._consumer, self._events = consumer, events
@@ -197,8 +197,8 @@ class RolloutService:
         r = st.rollout
         current = self.registry.current_version(r.model)
         if r.phase in ("SHADOW", "CANARY") and current not in (r.incumbent, r.candidate) and current is not None:
-            self._rebase(st, current)
-        elif r.phase == "WATCH" and current not in (r.candidate, None) and self._follows(st, current):
+            self.side.rebase(st, current)
+        elif r.phase == "WATCH" and current not in (r.candidate, None) and self.side.follows(st, current):
             return  # promoted on top of the watched version, its slices predicted as before: watch on
         t = r.reconcile(self.registry.current_version(r.model))
         if t is not None:
@@ -211,34 +211,8 @@ class RolloutService:
         for st in list(self.active.values()):
             self._follow_registry(st)
         busy = {st.rollout.model for st in self.active.values() if st.outbox}
-        now_ms = int(self.clock() * 1000)
-        for model in self.registry.models():
-            current = self.registry.current_version(model)
-            last = self.last_update.get(model)
-            if current is None or model in busy or (last is not None and last.get("current_version") == current):
-                continue
-            shown = last.get("current_version") if last else None
-            rolled_back = shown is not None and self._parent(model, shown) == current
-            rec = model_update(
-                model=model, version=shown if rolled_back else current, stage="ROLLED_BACK" if rolled_back else "PROMOTED",
-                current_version=current, now_ms=now_ms, previous_version=current if rolled_back else shown,
-                reason=f"republished: the registry points at {current}" + (f" (was {shown})" if shown else ""),
-                request_id=self._request_of(model, current),
-            )  # fmt: skip
-            self.pending.append((MODELS, rec))
+        self.pending.extend((MODELS, rec) for rec in self.side.pointer_updates(self.last_update, busy))
         self.flush()
-
-    def _parent(self, model: str, version: str) -> str | None:
-        try:
-            return self.registry.manifest(model, version).parent_version
-        except RegistryError:
-            return None
-
-    def _request_of(self, model: str, version: str) -> str | None:
-        try:
-            return self.registry.manifest(model, version).request_id
-        except RegistryError:
-            return None
 
     # --- a candidate arrives --------------------------------------------------------------
 
@@ -326,56 +300,6 @@ class RolloutService:
         metrics.ROLLOUT_EVENTS.labels(r.model).inc(n)
         return n
 
-    def _rebase(self, st: RolloutState, onto: str) -> bool:
-        """Carry the rollout over to its candidate rebased onto ``onto`` (a version promoted
-        meanwhile), when :mod:`retrain_jobs.rebase` allows; True if it did."""
-        r = st.rollout
-        try:
-            blocker = rebase_blocker(self.registry, r.model, r.candidate, onto, r.slices)
-            if blocker is not None:
-                log.info("rollout %s: not rebasing onto %s: %s", r.request_id, onto, blocker)
-                return False
-            manifest = rebase(self.registry, r.model, r.candidate, onto, r.slices)
-        except Exception:  # falls back to a stale-parent rejection; never stops the service
-            log.exception("rollout %s: rebase onto %s failed", r.request_id, onto)
-            return False
-        reason = f"rebased: {r.candidate}'s modules on {onto} (promoted meanwhile) as {manifest.version}"
-        log.info("rollout %s: %s", r.request_id, reason)
-        r.rebase(onto, manifest.version, reason)
-        st.result = {**st.result, "new_version": manifest.version, "parent_version": onto,
-                     "artifact_uri": self.registry.artifact_uri(r.model, manifest.version)}  # fmt: skip
-        if r.phase in ("SHADOW", "CANARY"):  # serving handles follow the new candidate
-            st.outbox.append((MODELS, stage_update(r, r.phase, onto, int(self.clock() * 1000), reason=reason)))
-        return True
-
-    def _follows(self, st: RolloutState, current: str) -> bool:
-        r = st.rollout
-        try:
-            blocker = follow_blocker(self.registry, r.model, r.candidate, current, r.slices)
-        except Exception:
-            log.exception("rollout %s: cannot compare %s with %s", r.request_id, r.candidate, current)
-            return False
-        if blocker is not None:
-            log.info("rollout %s: the watch cannot follow %s: %s", r.request_id, current, blocker)
-        return blocker is None
-
-    def _roll_back(self, st: RolloutState) -> str:
-        """Undo the watched version: the pointer back to its incumbent, or, when another version
-        was promoted on top of it, that version with the watched one's own modules set back."""
-        r = st.rollout
-        current = self.registry.current_version(r.model)
-        if current == r.candidate:
-            self.registry.rollback(r.model, to=r.incumbent, expect_current=r.candidate)
-            return f"pointer back to {r.incumbent}"
-        if current is not None and current != r.incumbent and self._follows(st, current):
-            m = revert(self.registry, r.model, r.candidate, current, r.slices)
-            self.registry.promote(r.model, m.version, expect_current=current)
-            return f"{r.candidate}'s own modules set back to {r.incumbent}'s on {current} as {m.version}"
-        if current != r.incumbent:  # the regression is real and cannot be isolated: safety first
-            self.registry.rollback(r.model, to=r.incumbent)
-            return f"pointer back to {r.incumbent} (from {current}, which was built on {r.candidate})"
-        return f"already at {r.incumbent}"
-
     def _act(self, st: RolloutState, t: Transition) -> None:
         """The registry side of a transition, then its records into the outbox."""
         r = st.rollout
@@ -385,7 +309,7 @@ class RolloutService:
                     self.registry.promote(r.model, r.candidate, expect_current=r.incumbent)
                 except RegistryError:
                     current = self.registry.current_version(r.model)
-                    if current is None or current == r.incumbent or not self._rebase(st, current):
+                    if current is None or current == r.incumbent or not self.side.rebase(st, current):
                         raise
                     self.registry.promote(r.model, r.candidate, expect_current=r.incumbent)
                     t = dataclasses.replace(t, reason=f"{t.reason}; {r.history[-1]['reason']}")
@@ -393,7 +317,7 @@ class RolloutService:
                 t = r.abort("REJECTED", CAUSE_STALE_PARENT, f"stale parent: {exc}")
         elif t.decision == "ROLLED_BACK" and t.cause == CAUSE_WATCH_REGRESSED:
             try:
-                t = dataclasses.replace(t, reason=f"{t.reason}; {self._roll_back(st)}")
+                t = dataclasses.replace(t, reason=f"{t.reason}; {self.side.roll_back(st)}")
             except Exception:
                 log.exception("rollout %s: rolling back failed; the pointer stays", r.request_id)
         self._records_for(st, t)
