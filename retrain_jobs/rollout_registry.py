@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class RegistrySide:
-    def __init__(self, registry: Registry, clock: Callable[[], float]):
-        self.registry, self.clock = registry, clock
+    def __init__(self, registry: Registry, clock: Callable[[], float],
+                 emit: Callable[[RolloutState, str, dict], None]):  # fmt: skip
+        self.registry, self.clock, self.emit = registry, clock, emit
 
     def pointer_updates(self, last_update: Mapping[str, dict], skip: set[str]) -> list[dict]:
         """ModelUpdates for every registry pointer the models topic does not show (``last_update``:
@@ -67,7 +68,7 @@ class RegistrySide:
         st.result = {**st.result, "new_version": manifest.version, "parent_version": onto,
                      "artifact_uri": self.registry.artifact_uri(r.model, manifest.version)}  # fmt: skip
         if r.phase in ("SHADOW", "CANARY"):  # serving handles follow the new candidate
-            st.outbox.append((MODELS, stage_update(r, r.phase, onto, int(self.clock() * 1000), reason=reason)))
+            self.emit(st, MODELS, stage_update(r, r.phase, onto, int(self.clock() * 1000), reason=reason))
         return True
 
     def follows(self, st: RolloutState, current: str) -> bool:

@@ -94,7 +94,8 @@ class RolloutService:
         self.config = RolloutConfig.from_settings(settings)
         self.registry = registry or Registry(settings.registry_dir)
         self.store = RolloutStore(self.registry.root)
-        self.side = RegistrySide(self.registry, clock)
+        self.side = RegistrySide(self.registry, clock, self._emit)
+        self.sequence: list[tuple[str, dict]] = []  # this process's outbox records in the order they were decided
         self.scorer = scorer or default_scorer
         self.clock = clock
         self._consumer, self._events = consumer, events
@@ -232,7 +233,7 @@ class RolloutService:
         st = RolloutState(r, cursors, dict(result))
         now_ms = int(self.clock() * 1000)
         current = self.registry.current_version(model)
-        st.outbox.append((MODELS, stage_update(r, "CANDIDATE", current, now_ms, reason=result.get("reason") or "")))
+        self._emit(st, MODELS, stage_update(r, "CANDIDATE", current, now_ms, reason=result.get("reason") or ""))
         self._records_for(st, r.start())
         self._follow_registry(st)  # an incumbent no longer current: stale at once
         self.store.save(st)
@@ -326,13 +327,20 @@ class RolloutService:
         r, now_ms = st.rollout, int(self.clock() * 1000)
         current = self.registry.current_version(r.model)
         if t.kind != "WATCH_PASSED":
-            st.outbox.append((MODELS, stage_update(r, t.stage, current, now_ms, t)))
+            self._emit(st, MODELS, stage_update(r, t.stage, current, now_ms, t))
         else:
             log.info("rollout %s: %s", r.request_id, t.reason)
         if t.decision is not None:
-            st.outbox.append((RESULTS, final_result(st.result, t, now_ms)))
+            self._emit(st, RESULTS, final_result(st.result, t, now_ms))
 
     # --- checkpoint, publish ----------------------------------------------------------------
+
+    def _emit(self, st: RolloutState, kind: str, record: dict) -> None:
+        """A record into the rollout's (checkpointed) outbox, and into the publishing order: records
+        of different rollouts go out in the order they were decided, so the models topic's last
+        record of a model names the pointer as it is."""
+        st.outbox.append((kind, record))
+        self.sequence.append((kind, record))
 
     def flush(self, force: bool = False) -> bool:
         """Checkpoint what changed, publish every outbox, checkpoint again; False if publishing failed."""
@@ -340,14 +348,16 @@ class RolloutService:
                if force or st.outbox or st.since_checkpoint >= self.settings.rollout_checkpoint_events]
         for st in due:
             self.store.save(st)
-        records = [rec for st in self.active.values() for rec in st.outbox] + self.pending
+        ordered = {id(rec) for _kind, rec in self.sequence}
+        restored = [x for st in self.active.values() for x in st.outbox if id(x[1]) not in ordered]
+        records = restored + self.sequence + self.pending
         if records:
             try:
                 self.publish(records)
             except (InfraError, KafkaException, BufferError) as exc:
                 log.error("%s; keeping them for the next try", exc)
                 return False
-            self.pending = []
+            self.pending, self.sequence = [], []
         for st in list(self.active.values()):
             if st.outbox or (st.rollout.done and not st.closed):
                 st.outbox, st.closed = [], st.rollout.done
