@@ -132,6 +132,15 @@ class RouterConfig:
         )
 
 
+def _cools_down(result: Mapping[str, Any]) -> bool:
+    """A ROLLED_BACK, or a REJECTED decided on live events (not a stale parent, which says nothing
+    about the slice): the slice cools down afresh so the same drift does not ping-pong."""
+    if result["decision"] == Decision.ROLLED_BACK:
+        return True
+    return (result["decision"] == Decision.REJECTED and decided_live(result)
+            and cause_of(result) != Cause.ROLLOUT_STALE_PARENT)  # fmt: skip
+
+
 def tier_rank(tier: str) -> int:
     return TIERS.index(tier)
 
@@ -271,7 +280,7 @@ class Router:
         for s in slices:
             if self.busy_slices.get((model, s)) == rid:
                 del self.busy_slices[(model, s)]
-        if decision == Decision.ROLLED_BACK or (decision == Decision.REJECTED and decided_live(result)):
+        if _cools_down(result):
             self._cool_down(model, slices, now)
             self._count(f"result_live_{decision.lower()}")
             return []
@@ -342,7 +351,7 @@ class Router:
                 self.rolling_out[res["request_id"]] = at + self.config.rollout_hold_seconds
                 for s in res.get("slices") or []:
                     self.busy_slices[(res["model"], s)] = res["request_id"]
-            elif res["decision"] == "ROLLED_BACK" or (res["decision"] == "REJECTED" and decided_live(res)):
+            elif _cools_down(res):
                 self._cool_down(res["model"], res.get("slices") or [], at)
         while len(self.emitted) > REMEMBERED_REQUESTS:
             self.emitted.popitem(last=False)

@@ -11,7 +11,8 @@ Per seed (:mod:`retrain_jobs.scenario`, 4 slices, slice s1's concept changes):
 
    a. **lasting**: the new concept stays: expected PROMOTED (after shadow, canary and watch);
    b. **reverting**: the old concept returns ``REVERT_AFTER`` events after the snapshot (same
-      inputs, same candidate): expected REJECTED in shadow or ROLLED_BACK by canary or watch.
+      inputs, same candidate): expected REJECTED in shadow or ROLLED_BACK by canary or watch;
+      also **reverted**: it is back as the snapshot ends (expected REJECTED in shadow).
 
 3. **null** (``null_runs`` seeded runs): a candidate that is no better. The incumbent's own
    predictions on s0's live events, with two independent draws of logit noise
@@ -72,6 +73,7 @@ def _seed_run(settings: Settings, config: RolloutConfig, seed: int, live: int, o
     base_sc = RetrainScenario(n_slices=4, pre_events=1500, post_events=TRAIN_EVENTS + live, drifted="s1", seed=seed)
     pre, post = base_sc.events()
     _, post_rev = dataclasses.replace(base_sc, revert_after=TRAIN_EVENTS + REVERT_AFTER).events()
+    _, post_back = dataclasses.replace(base_sc, revert_after=TRAIN_EVENTS).events()
 
     train, val, _ = split_events(pre, settings.retrain_holdout_share, settings.retrain_val_share, seed)
     incumbent = model_class(settings.retrain_model_class).fit_new(train + val, {}, seed=seed)
@@ -85,7 +87,7 @@ def _seed_run(settings: Settings, config: RolloutConfig, seed: int, live: int, o
     candidate.eval()
 
     result: dict[str, Any] = {"seed": seed}
-    for name, stream in (("lasting", post), ("reverting", post_rev)):
+    for name, stream in (("lasting", post), ("reverting", post_rev), ("reverted", post_back)):
         evs = [e for e in stream if e["slice"] == "s1" and index[e["event_id"]] >= TRAIN_EVENTS]
         li, lc = log_losses(predict(incumbent, evs), evs), log_losses(predict(candidate, evs), evs)
         result[name] = _drive(config, evs, li, lc, f"{name}-{seed}")
@@ -147,9 +149,11 @@ def _summary(config: RolloutConfig, runs: list[dict[str, Any]], nulls: list[dict
         "reverting_decision": common("reverting"),
         "lasting_decisions": [r["lasting"]["decision"] for r in runs],
         "reverting_decisions": [r["reverting"]["decision"] for r in runs],
+        "reverted_decisions": [r["reverted"]["decision"] for r in runs],
         "events_to_decision": {
             "lasting": statistics.median(r["lasting"]["events_to_decision"] or 0 for r in runs),
             "reverting": statistics.median(r["reverting"]["events_to_decision"] or 0 for r in runs),
+            "reverted": statistics.median(r["reverted"]["events_to_decision"] or 0 for r in runs),
             "null": statistics.median(null_events),
         },
         "shadow_events": {"lasting": statistics.median(r["lasting"]["shadow_events"] for r in runs),
@@ -168,12 +172,13 @@ def _summary(config: RolloutConfig, runs: list[dict[str, Any]], nulls: list[dict
     }
     result["targets_met"] = (
         all(d == "PROMOTED" for d in result["lasting_decisions"])
-        and all(d in ("REJECTED", "ROLLED_BACK") for d in result["reverting_decisions"])
+        and all(d in ("REJECTED", "ROLLED_BACK") for d in result["reverting_decisions"] + result["reverted_decisions"])
         and false_promotions <= config.alpha * len(nulls)
     )
     e2d = result["events_to_decision"]
     print(f"lasting: {result['lasting_decisions']}, median {e2d['lasting']} paired events to PROMOTED; "
           f"reverting: {result['reverting_decisions']}, median {e2d['reverting']} events to the decision; "
+          f"reverted: {result['reverted_decisions']}, median {e2d['reverted']}; "
           f"null: {false_promotions}/{len(nulls)} false promotions (bound alpha = {config.alpha}), "
           f"{result['null_decisions']}, median {e2d['null']} events; canary regret lasting "
           f"{result['canary_regret']['lasting']:+.2f}, reverting {result['canary_regret']['reverting']:+.2f}; "

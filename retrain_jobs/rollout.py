@@ -51,10 +51,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from retrain_jobs.routing import serves_candidate
-from schemas.errors import DriftError
+from retrain_jobs.sequential import BettingTest, RestartingTest, SequentialTestError
 from schemas.retraining import Cause
-
-BETS = tuple(0.5**k for k in range(1, 9))  # 0.5 .. 0.004: big bets for clear gains, small for faint ones
 
 STAGES = ("CANDIDATE", "SHADOW", "CANARY", "PROMOTED", "REJECTED", "ROLLED_BACK")
 PHASES = ("CANDIDATE", "SHADOW", "CANARY", "WATCH", "PROMOTED", "REJECTED", "ROLLED_BACK")
@@ -73,7 +71,7 @@ CAUSE_STALE_PARENT = Cause.ROLLOUT_STALE_PARENT.value
 CAUSE_REGISTRY_MOVED = Cause.ROLLOUT_REGISTRY_MOVED.value
 
 
-class RolloutError(DriftError):
+class RolloutError(SequentialTestError):
     """A rollout was driven out of order (an observation after its end, an unknown phase)."""
 
 
@@ -111,102 +109,6 @@ class RolloutConfig:
             watch_tolerance=settings.rollout_watch_tolerance,
             restart_events=settings.rollout_restart_events,
         )
-
-
-@dataclass
-class BettingTest:
-    """Anytime-valid one-sided test of ``H0: E[x_t | past] <= margin`` for ``x_t`` in [-1, 1].
-
-    Rejects (``rejected``) once the e-value reaches ``1/alpha``; P(that ever happens under H0)
-    <= alpha. State: the log-wealth of each bet, the count and the sum of the x's.
-    """
-
-    alpha: float
-    margin: float = 0.0
-    log_wealth: list[float] = field(default_factory=lambda: [0.0] * len(BETS))
-    n: int = 0
-    total: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not -1.0 < self.margin < 1.0:
-            raise RolloutError(f"betting test margin {self.margin} must be in (-1, 1)")
-
-    def update(self, x: float) -> None:
-        x = min(1.0, max(-1.0, float(x)))
-        scale = 1.0 / (1.0 + self.margin)
-        for j, bet in enumerate(BETS):
-            self.log_wealth[j] += math.log1p(bet * scale * (x - self.margin))
-        self.n += 1
-        self.total += x
-
-    @property
-    def e_value(self) -> float:
-        top = max(self.log_wealth)
-        return math.exp(top) * sum(math.exp(w - top) for w in self.log_wealth) / len(self.log_wealth)
-
-    @property
-    def rejected(self) -> bool:
-        return self.e_value >= 1.0 / self.alpha
-
-    @property
-    def threshold(self) -> float:
-        return 1.0 / self.alpha
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.n if self.n else 0.0
-
-
-@dataclass
-class RestartingTest:
-    """A harm detector over a window of ``horizon`` events: a fresh :class:`BettingTest` starts
-    every ``block`` events, each at ``alpha / starts``, and it alarms when any of them rejects.
-
-    One test from the window's start would let early good events hide a regression that begins
-    later (their average stays within tolerance); the test started after the change sees only
-    it. Union bound over the ``starts`` tests: P(false alarm in the window) <= ``alpha``.
-    """
-
-    alpha: float
-    margin: float
-    block: int
-    horizon: int
-    tests: list[BettingTest] = field(default_factory=list)
-    n: int = 0
-    total: float = 0.0
-
-    @property
-    def starts(self) -> int:
-        return max(1, math.ceil(self.horizon / self.block))
-
-    def update(self, x: float) -> None:
-        if self.n % self.block == 0 and len(self.tests) < self.starts:
-            self.tests.append(BettingTest(self.alpha / self.starts, self.margin))
-        for t in self.tests:
-            t.update(x)
-        self.n += 1
-        self.total += min(1.0, max(-1.0, float(x)))
-
-    @property
-    def e_value(self) -> float:
-        return max((t.e_value for t in self.tests), default=1.0)
-
-    @property
-    def threshold(self) -> float:
-        return self.starts / self.alpha
-
-    @property
-    def rejected(self) -> bool:
-        return any(t.rejected for t in self.tests)
-
-    @property
-    def leader(self) -> BettingTest | None:
-        """The restarted test with the most evidence (the one that alarms first)."""
-        return max(self.tests, key=lambda t: t.e_value, default=None)
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.n if self.n else 0.0
 
 
 @dataclass(frozen=True)
@@ -311,6 +213,16 @@ class Rollout:
         if self.done or self.phase == "CANDIDATE" or decision not in ("REJECTED", "ROLLED_BACK"):
             raise RolloutError(f"cannot end the rollout of {self.model} {self.candidate} ({self.phase}) as {decision}")
         return self._enter(decision, decision, cause, reason, self._statistic())
+
+    def rebase(self, incumbent: str, candidate: str, reason: str) -> None:
+        """Go on with ``candidate`` (the old one's modules on the new ``incumbent``, see
+        :mod:`retrain_jobs.rebase`): same predictions on the slices, so the evidence stands."""
+        if self.done:
+            raise RolloutError(f"rollout of {self.model} {self.candidate} is {self.phase}; nothing to rebase")
+        self.history.append({"kind": "REBASED", "stage": self.stage, "decision": None, "cause": "", "reason": reason,
+                             "statistic": self._statistic(), "events": self.phase_events, "checks": {},
+                             "from_candidate": self.candidate, "from_incumbent": self.incumbent})  # fmt: skip
+        self.incumbent, self.candidate = incumbent, candidate
 
     def reconcile(self, current_version: str | None) -> Transition | None:
         """The registry pointer is the truth: the transition that makes this rollout agree with

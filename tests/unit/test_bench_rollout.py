@@ -22,7 +22,7 @@ def test_drive_and_summary_report_decisions_false_promotions_and_regret():
     assert good["promoted"] and not bad["promoted"] and null["events_to_end"] == 300
     assert good["canary_regret"] < 0 and good["stages"] == ["SHADOW", "CANARY", "WATCH", "WATCH_PASSED"]
     out = io.StringIO()
-    s = _summary(config, [{"seed": 1, "lasting": good, "reverting": bad}], [null, {**null, "promoted": True}], False, out)
+    s = _summary(config, [{"seed": 1, "lasting": good, "reverting": bad, "reverted": bad}], [null, {**null, "promoted": True}], False, out)
     assert (s["lasting_decision"], s["reverting_decision"], s["false_promotions"], s["null_runs"]) == (
         "PROMOTED", "REJECTED", 1, 2)
     assert s["events_to_decision"]["lasting"] == good["events_to_decision"] and not s["targets_met"]  # 1/2 > alpha
