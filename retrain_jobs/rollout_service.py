@@ -55,7 +55,7 @@ from retrain_jobs.rollout_store import (
 )
 from runtime import metrics
 from runtime.kafka import iter_topic, value_decoder, watermarks
-from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT, decode_event
+from schemas.codec import EventLimits, MODEL_UPDATE, RETRAIN_RESULT, decode_event
 from schemas.errors import InfraError, SchemaError
 from schemas.settings import Settings
 
@@ -90,6 +90,7 @@ class RolloutService:
                  registry: Registry | None = None, scorer: Scorer | None = None,
                  clock: Callable[[], float] = time.time, restore: bool = True):  # fmt: skip
         self.settings = settings
+        self._limits = EventLimits.from_settings(settings)  # what the streams worker dead-letters is skipped here too
         self.topics = settings.topics
         self.config = RolloutConfig.from_settings(settings)
         self.registry = registry or Registry(settings.registry_dir)
@@ -261,7 +262,7 @@ class RolloutService:
             if not takers:
                 continue
             try:
-                event = decode_event(msg.value())
+                event = decode_event(msg.value(), self._limits)
             except SchemaError as exc:
                 self.skipped += 1
                 log.debug("events %d@%d skipped: %s", p, off, exc)
