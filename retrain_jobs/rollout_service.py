@@ -55,7 +55,7 @@ from retrain_jobs.rollout_store import (
 )
 from runtime import metrics
 from runtime.kafka import iter_topic, value_decoder, watermarks
-from schemas.codec import EventLimits, MODEL_UPDATE, RETRAIN_RESULT, decode_event
+from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT, EventLimits, decode_event
 from schemas.errors import InfraError, SchemaError
 from schemas.settings import Settings
 
