@@ -52,7 +52,7 @@ from schemas.codec import ALERT, DEAD_LETTER, EVENT, RETRAIN_RESULT
 from schemas.settings import Settings
 
 BROKERS = 3
-FUZZ_GENERATOR = "deploy.fuzz:malformed_messages"  # (seed, n) -> iterable of (key, value) bytes; safety's
+FUZZ_GENERATOR = "deploy.fuzz:malformed_messages"  # (n, seed=) -> (kind, bytes); the safety branch's
 TABLE_KEYS = {
     "drift_stats": "stat_id",
     "drift_alerts": "alert_id",
@@ -101,7 +101,7 @@ def _fuzz(seed: int, n: int) -> list[tuple[bytes | None, bytes | None]] | None:
         gen = getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError):
         return None
-    return list(gen(seed, n))
+    return [(kind.encode(), value) for kind, value in gen(n, seed=seed)]
 
 
 class Load:

@@ -31,6 +31,7 @@ TRANSIENT_CODES = frozenset({
     KafkaError.NOT_COORDINATOR,
     KafkaError._TIMED_OUT,
     KafkaError._TRANSPORT,
+    KafkaError._DESTROY_BROKER,  # a connection to a broker that left (killed) torn down mid-request
     KafkaError._ALL_BROKERS_DOWN,
     KafkaError._UNKNOWN_PARTITION,
     KafkaError._UNKNOWN_TOPIC,
