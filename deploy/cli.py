@@ -60,6 +60,12 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
     cluster = LocalCluster(settings)
     status = cluster.status() if cluster.nodes else LocalBroker(settings).status()
+    try:  # with this process's own address and security settings: a wrong one shows here
+        from runtime.preflight import check_kafka
+
+        status["kafka"] = {"reachable": True, "brokers": check_kafka(settings, timeout=5.0)}
+    except DriftError as exc:
+        status["kafka"] = {"reachable": False, "error": str(exc)}
     try:  # through the sink's query socket while the services hold the embedded store
         from consumers.query_server import open_reader
 
@@ -72,7 +78,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - status reports, never fails
         status["clickhouse"] = {"reachable": False, "error": str(exc)}
     print(json.dumps(status, indent=2, default=str))
-    return 0 if status.get("running") else 1
+    return 0 if status["kafka"]["reachable"] else 1
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -82,6 +88,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     names = services.check_names(tuple(n.strip() for n in args.only.split(","))) if args.only else services.SERVICES
     workers = services.parse_workers(args.workers, names)
     slots = services.plan_slots(settings, workers)  # checks the plan before anything starts
+    preflight(settings)  # the model config and the cluster: one line, before anything starts
     start_metrics(settings, "supervisor", port=services.supervisor_port(settings, slots))
     group = services.start_services(settings, names, workers=workers)
     shown = ", ".join(n if workers[n] == 1 else f"{n} x{workers[n]}" for n in names)
@@ -100,6 +107,15 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     codes = group.stop()
     print(f"stopped: {codes}; restarts: {group.restarts()}", file=sys.stderr)
     return 0 if stopping and all(c in (0, -signal.SIGTERM) for c in codes.values()) else 1
+
+
+def preflight(settings: Settings) -> None:
+    """What every service would trip on at start, checked once here: one line, in seconds."""
+    from runtime.preflight import check_kafka
+    from streams.config import model_config
+
+    model_config(settings)  # a bad DRIFT_DETECTION_CONFIG: ConfigError naming the file and the key
+    check_kafka(settings)  # unreachable, wrong TLS or SASL: InfraError naming the setting
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
@@ -241,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(load_settings(), args)
     except DriftError as exc:
-        print(f"driftctl {args.command}: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message carried (YAML marks...)
+        print(f"driftctl {args.command}: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -24,7 +24,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import IO, Any
 
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, InfraError
 from schemas.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -307,6 +307,7 @@ def run_one(name: str, settings: Settings) -> Any:
 def main(argv: list[str] | None = None) -> int:
     from runtime.logs import setup_logging
     from runtime.metrics import start_metrics
+    from runtime.preflight import check_kafka
 
     p = argparse.ArgumentParser(prog="python -m deploy.services", description="run one service in the foreground")
     p.add_argument("name", choices=SERVICES)
@@ -315,10 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         setup_logging(settings, args.name)  # DRIFT_LOG_FORMAT=json: one JSON object per line
+        try:  # a wrong certificate or password: ConfigError (exit 78); an absent broker is waited for
+            check_kafka(settings)
+        except InfraError as exc:
+            logging.getLogger(__name__).warning("%s", exc)
         start_metrics(settings, args.name, port=args.metrics_port)
         run_one(args.name, settings)
     except ConfigError as exc:
-        print(f"{args.name}: {exc}", file=sys.stderr)
+        print(f"{args.name}: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
         return EX_CONFIG
     return 0
 
