@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import sys
 import threading
 import time
@@ -47,6 +48,7 @@ from runtime.kafka import (
     value_decoder,
     wait_caught_up,
 )
+from runtime.kafka_logs import kafka_log_config
 from runtime.topics import ensure_topics
 from schemas.codec import ALERT, DEAD_LETTER, EVENT, RETRAIN_RESULT
 from schemas.settings import Settings
@@ -125,7 +127,9 @@ class Load:
 
     def _send_all(self) -> None:
         # the fuzz includes near-1 MB messages: the client's own limit (1 MB) must not be the one refusing
-        p = Producer(self.settings.producer_config(**{"linger.ms": 20, "message.max.bytes": 2_000_000}))
+        p = Producer(self.settings.producer_config(
+            **{"linger.ms": 20, "message.max.bytes": 2_000_000, **kafka_log_config(logging.getLogger("chaos.load"))}
+        ))
         topic = self.settings.topics.events
         began = time.monotonic()
         every = max(1, len(self.events) // max(1, len(self.fuzz))) if self.fuzz else 0
