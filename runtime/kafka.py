@@ -121,7 +121,12 @@ def wait_caught_up(settings: Settings, group: str, topic: str, timeout: float = 
     target = end_offsets(settings, topic)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = committed_offsets(settings, group, topic)
+        try:
+            done = committed_offsets(settings, group, topic)
+        except KafkaException as exc:  # a fresh broker's group coordinator is still loading: ask again
+            if not is_transient(exc):
+                raise
+            done = {}
         if all(end == 0 or done.get(p, -1) >= end for p, end in target.items()):
             return True
         time.sleep(0.5)

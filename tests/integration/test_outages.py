@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 from pydantic import SecretStr
 
 from consumers.sink import ClickHouseSink
-from consumers.store import open_clickhouse, query
+from consumers.store import close_clickhouse, open_clickhouse, query
 from deploy.broker import LocalBroker, free_port
 from deploy.produce import produce_events
 from deploy.scenarios import Drift, Scenario
@@ -118,6 +118,7 @@ def test_broker_gone_while_the_services_run(kafka_settings: Settings, tmp_path: 
         # one line per interval per kind of repeated error, not one per reconnect attempt
         assert lines_during < 60 * max(1.0, OUTAGE_SECONDS / 30), lines_during
     finally:
+        close_clickhouse()  # chdb hosts one data path per process: leave none open for the next test
         if group is not None:
             group.stop()
         broker.down()
@@ -163,6 +164,7 @@ def test_sink_backs_off_while_the_store_refuses_inserts(kafka_settings: Settings
         assert sum(end_offsets(settings, topic).values()) == len(stats)
     finally:
         sink.close()
+        close_clickhouse()
 
 
 def _messages(sc: Scenario, topic: str) -> list[Message]:
