@@ -78,7 +78,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - status reports, never fails
         status["clickhouse"] = {"reachable": False, "error": str(exc)}
     print(json.dumps(status, indent=2, default=str))
-    return 0 if status["kafka"]["reachable"] else 1
+    if not status["kafka"]["reachable"]:
+        print(f"driftctl status: {status['kafka']['error']}", file=sys.stderr)  # the one line to read
+        return 1
+    return 0
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -174,6 +177,16 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, events_per_slice=args.events_per_slice)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.suite == "detect":
         from deploy.bench_detect import run_detect_bench
@@ -187,6 +200,16 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from deploy.bench_chaos import run_chaos_bench
 
         result = run_chaos_bench(settings, out=sys.stderr if args.json else sys.stdout, events=args.events, seed=args.seed)
+    elif args.suite == "rollout":
+        from deploy.bench_rollout import run_rollout_bench
+
+        result = run_rollout_bench(settings, out=sys.stderr, quick=args.quick)
+    elif args.baseline or args.workers > 1 or args.rounds > 1:  # side by side: the plain loop, 1..N workers
+        from deploy.bench_throughput import compare_throughput, format_summary
+
+        result = compare_throughput(settings, args.events, baseline=args.baseline, workers=args.workers,
+                                    rounds=args.rounds)
+        print(format_summary(result))
     else:  # throughput of one streams worker
         from deploy.bench_throughput import measure_worker_throughput
 
@@ -234,9 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--events-per-slice", type=int, default=3000)
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("bench", help="benchmarks: detect (delay, misses, false alarms, vs Evidently), throughput")
-    b.add_argument("suite", choices=("detect", "throughput", "retrain", "chaos"))
+    b.add_argument("suite", choices=("detect", "throughput", "retrain", "chaos", "rollout"))
     b.add_argument("--quick", action="store_true", help="a small version of the suite")
     b.add_argument("--events", type=int, default=200_000, help="events for the throughput suite")
+    b.add_argument("--baseline", action="store_true",
+                   help="throughput: also the plain loop (1 consumer, fastavro, 1 ADWIN per slice x feature), and the ratio")
+    b.add_argument("--workers", type=_positive_int, default=1,
+                   help="throughput: also 2..N streams workers in one group, side by side with one")
+    b.add_argument("--rounds", type=_positive_int, default=1,
+                   help="throughput: repeat the comparison (medians are reported; for a loaded machine)")
     b.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     b.add_argument("--seed", type=int, default=7, help="chaos: the fault schedule's and the scenario's seed")
     b.set_defaults(fn=cmd_bench)

@@ -42,6 +42,7 @@ REGISTRY: tuple[Service, ...] = (
     Service("streams", "streams.worker:run"),
     Service("router", "consumers.router_service:run"),
     Service("retrain", "retrain_jobs.worker:run"),
+    Service("rollout", "retrain_jobs.rollout_service:run"),
     Service("sink", "consumers.sink:run", one_per_embedded_store=True),
 )
 SERVICES = tuple(s.name for s in REGISTRY)

@@ -23,6 +23,9 @@ driftwatch_retrain_params_total             (parameters of the models they updat
 driftwatch_query_requests_total{outcome}    SQL answered on the query socket (ok, refused, query, request)
 driftwatch_service_restarts_total{service,worker}  dead services ``driftctl run`` restarted (its own endpoint)
 driftwatch_service_up{service,worker}       1 while the supervised process runs, 0 while it waits for a restart
+driftwatch_rollout_stages_total{model,stage}  ModelUpdate records the rollout service published, by stage
+driftwatch_rollout_events_total{model}      paired labelled events the rollouts scored
+driftwatch_rollouts_active                  rollouts in shadow, canary or watch
 ==========================================  ==========================================================
 """
 
@@ -39,7 +42,7 @@ from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SERVICE_PORT_OFFSETS = {"streams": 0, "sink": 1, "router": 2, "retrain": 3}
+SERVICE_PORT_OFFSETS = {"streams": 0, "sink": 1, "router": 2, "retrain": 3, "rollout": 4}
 
 EVENTS = Counter("driftwatch_events", "Events the streams worker processed", ["topic"])
 STATS = Counter("driftwatch_stats", "DriftStat records emitted by the streams worker")
@@ -151,3 +154,8 @@ def observe_retrain_result(result: dict[str, Any]) -> None:
     RETRAIN_SECONDS.labels(result["tier"]).observe(result["train_seconds"])
     RETRAIN_PARAMS_UPDATED.inc(result["params_updated"])
     RETRAIN_PARAMS_TOTAL.inc(result["params_total"])
+
+
+ROLLOUT_STAGES = Counter("driftwatch_rollout_stages", "ModelUpdate records published by the rollout", ["model", "stage"])
+ROLLOUT_EVENTS = Counter("driftwatch_rollout_events", "Paired labelled events scored by the rollouts", ["model"])
+ROLLOUTS_ACTIVE = Gauge("driftwatch_rollouts_active", "Rollouts in shadow, canary or watch")

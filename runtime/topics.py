@@ -1,4 +1,4 @@
-"""Create (and, for tests, delete) the topics of DESIGN.md with the confluent-kafka AdminClient."""
+"""Create (and, for tests, delete) the pipeline topics (schemas/topics.py) with the confluent-kafka AdminClient."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
-    """Create the missing topics of DESIGN.md; returns the names created (existing ones are fine)."""
+    """Create the missing pipeline topics; returns the names created (existing ones are fine)."""
     return create_topics(settings, topic_specs(settings), timeout=timeout)
 
 

@@ -202,6 +202,51 @@ class Settings(BaseSettings):
         "events per partition, from before its first request's snapshot",
     )
 
+    # --- release: shadow, canary, watch (retrain_jobs/rollout*.py) ------------------------
+    rollout_enabled: bool = Field(
+        True, description="a gate-passed version is a CANDIDATE judged on live events (off: the job promotes it)"
+    )
+    rollout_group: str = Field("drift-rollout", description="consumer group of the rollout service")
+    rollout_alpha: float = Field(
+        0.05, gt=0, lt=1, description="false-promotion rate: P(promote a candidate no better than the incumbent)"
+    )
+    rollout_harm_alpha: float = Field(
+        0.05, gt=0, lt=1, description="false-alarm rate of the harm tests (early shadow rejection, canary, watch)"
+    )
+    rollout_loss_clip: float = Field(
+        3.0, gt=0, le=50, description="per-event log loss is clipped to [0, this] before the paired test"
+    )
+    rollout_min_improvement: float = Field(
+        0.0, ge=0, description="mean per-event log-loss gain the candidate must prove (0: any gain)"
+    )
+    rollout_max_shadow_events: int = Field(
+        3000, ge=10, description="paired labelled events after which an undecided candidate is REJECTED"
+    )
+    rollout_canary_fraction: float = Field(
+        0.10, ge=0, le=1, description="share of the affected slices' events the candidate serves (0: no canary)"
+    )
+    rollout_canary_events: int = Field(
+        500, ge=1, description="paired labelled events the canary lasts without a significant regression"
+    )
+    rollout_watch_events: int = Field(
+        1000, ge=0, description="paired labelled events a promoted version is watched against its predecessor (0: off)"
+    )
+    rollout_watch_tolerance: float = Field(
+        0.02, ge=0, description="mean per-event log-loss increase the watch tolerates before it rolls back"
+    )
+    rollout_restart_events: int = Field(
+        50, ge=1, description="canary and watch harm tests restart every this many events (alpha split over the restarts)"
+    )
+    rollout_slice_hold_seconds: float = Field(
+        6 * 3600.0, gt=0, description="the router keeps a candidate's slices busy at most this long for its rollout"
+    )
+    rollout_checkpoint_events: int = Field(
+        500, ge=1, description="checkpoint an in-flight rollout at least every this many paired events"
+    )
+    rollout_reconcile_seconds: float = Field(
+        5.0, gt=0, description="how often the service republishes registry pointers the models topic does not show"
+    )
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap_has_ports(cls, v: str) -> str:

@@ -6,7 +6,7 @@ asyncio tasks and event-loop turns per message), which tops out at ~6,000 events
 C, a batch of up to ``stream_batch_size`` messages goes through :func:`handle` in one
 loop, and the per-event cost is the monitor's own.
 
-State and guarantees (DESIGN.md "State and guarantees"), made simple by one rule: **the
+State and guarantees (docs/operations.md, "Guarantees"), made simple by one rule: **the
 commit is the checkpoint**. Detector state lives in memory per (model, slice). A
 checkpoint (every ``snapshot_every_events`` events of a slice, every
 ``snapshot_every_seconds``, right after an alert, on revocation and on clean shutdown)

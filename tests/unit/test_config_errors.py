@@ -71,6 +71,14 @@ def test_ssl_against_a_closed_or_plain_port_fails_in_one_line(tmp_path):
     assert "DRIFT_KAFKA" in one_line(proc)
 
 
+def test_status_with_tls_where_no_broker_answers_exits_non_zero_with_the_reason(tmp_path):
+    proc, seconds = driftctl(["status"], tmp_path, DRIFT_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+                             DRIFT_KAFKA_SECURITY_PROTOCOL="SSL")  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("driftctl status: DRIFT_KAFKA"), proc.stderr
+    assert '"reachable": false' in proc.stdout and seconds < 30
+
+
 def test_bad_yaml_model_config_is_one_line(tmp_path):
     bad = tmp_path / "models.yaml"
     bad.write_text("models:\n  m1: [unclosed\n   x: :\n")
