@@ -91,5 +91,5 @@ status: setup
 	$(BIN)/driftctl status
 
 clean:
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m deploy.broker down || true; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m deploy.cli down || true; fi
 	rm -rf $(VENV) .run build dist *.egg-info .pytest_cache .hypothesis

@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from consumers.router import Router, RouterConfig, request_key
 from runtime import metrics
+from runtime.kafka import is_transient
 from runtime.kafka_logs import kafka_log_config
 from runtime.service import run_until_stopped, serve
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT, STAT, RecordCodec
@@ -120,6 +121,7 @@ class RouterService:
         self._offsets_client: Any = None
         self._event_partitions: list[int] = []
         self._partitions_at = -1e18
+        self._ends_error: Exception | None = None  # the end offsets could not be read (logged once)
         self.processed: dict[TP, int] = {}  # next offset after the last handled message
         self.committed: dict[TP, int] = {}
         self.outbox: list[dict] = []  # requests emitted by the policy, not yet acknowledged
@@ -181,10 +183,18 @@ class RouterService:
         """
         now = time.monotonic()
         if now - self._ends_at >= END_OFFSETS_EVERY_SECONDS:
-            if self._end_offsets is not None:
-                self._ends = dict(self._end_offsets())
+            try:
+                self._ends = dict(self._end_offsets()) if self._end_offsets is not None else self._query_end_offsets()
+            except KafkaException as exc:  # a broker going away (bench chaos): keep the last ends, ask again
+                if not is_transient(exc):
+                    raise
+                if self._ends_error is None:
+                    log.warning("end offsets of %s unavailable (%s); using the last known", self.topics.events, exc)
+                self._ends_error = exc
             else:
-                self._ends = self._query_end_offsets()
+                if self._ends_error is not None:
+                    log.info("end offsets of %s available again", self.topics.events)
+                self._ends_error = None
             self._ends_at = now
         return self._ends
 

@@ -4,7 +4,8 @@ probes that say when the killed part is back.
 A fault is back when it does its job again, not merely when a process exists:
 
 - a broker: its JVM answers again and every partition of the run's topics has all its
-  replicas in sync (nothing under-replicated);
+  replicas in sync (nothing under-replicated), counted from its restart (it is kept down
+  ``Fault.down`` seconds first; the cluster serves on the other two meanwhile);
 - a service: the supervisor restarted it (deploy/services.py) and its consumer group is
   stable with a *new* member of the service's client id holding partitions.
 """
@@ -58,7 +59,7 @@ class Outcome:
     fault: Fault
     killed_pid: int
     killed_at: float  # seconds since the load started
-    recovered_seconds: float | None  # None: not back within the timeout
+    recovered_seconds: float | None  # services: from the kill; a broker: from its restart. None: not back
     detail: str = ""
 
 
@@ -95,10 +96,14 @@ class Injector:
             return Outcome(fault, -1, self.clock() - t0, None, f"broker {fault.node} was not running")
         killed = self.clock()
         os.kill(pid, signal.SIGKILL)
-        time.sleep(fault.down)
+        time.sleep(fault.down)  # the fault itself: the node stays away this long, then is restarted
+        restarted = self.clock()
         node.up()  # waits until it answers
+        answered = self.clock() - restarted
         ok = self._wait(lambda: self._fully_replicated())
-        return Outcome(fault, pid, killed - t0, round(self.clock() - killed, 1) if ok else None, f"node {fault.node}")
+        back = round(self.clock() - restarted, 1) if ok else None
+        return Outcome(fault, pid, killed - t0, back,
+                       f"node {fault.node}, down {fault.down}s, JVM up in {answered:.0f}s")  # fmt: skip
 
     def _service(self, fault: Fault, t0: float) -> Outcome:
         group, client = self.groups[fault.target]

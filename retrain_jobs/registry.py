@@ -31,13 +31,13 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from retrain_jobs.model import class_path, count_params, model_class
 from schemas.errors import ConfigError, DriftError
+
+if TYPE_CHECKING:  # torch is imported where tensors are read or written: the router reads
+    import torch  # only pointers and manifests, and importing torch took it 20-60 s to restart
+    from torch import nn
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -153,6 +153,10 @@ class Registry:
         version = version or self.current_version(model)
         if version is None:
             raise RegistryError(f"model {model!r} has no promoted version; train one with `driftctl train`")
+        import torch
+
+        from retrain_jobs.model import model_class
+
         manifest = self.manifest(model, version)
         net = model_class(manifest.model_class).from_config(manifest.config)
         mods = net.module_map()
@@ -201,6 +205,10 @@ class Registry:
         result: dict[str, Any] | None = None,
     ) -> Manifest:
         """Write a new version (not promoted) atomically and return its manifest."""
+        import torch
+
+        from retrain_jobs.model import class_path, count_params
+
         mdir = self._dir(model)
         (mdir / "versions").mkdir(parents=True, exist_ok=True)
         mods = net.module_map()

@@ -55,6 +55,8 @@ from retrain_jobs.rollout_store import (
 )
 from runtime import metrics
 from runtime.kafka import iter_topic, value_decoder, watermarks
+from runtime.kafka_logs import kafka_log_config
+from runtime.service import serve
 from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT, EventLimits, decode_event
 from schemas.errors import InfraError, SchemaError
 from schemas.settings import Settings
@@ -100,7 +102,7 @@ class RolloutService:
         self.scorer = scorer or default_scorer
         self.clock = clock
         self._consumer, self._events = consumer, events
-        self.producer = producer if producer is not None else Producer(settings.producer_config())
+        self.producer = producer if producer is not None else Producer(settings.producer_config(**kafka_log_config(log)))
         self.active: dict[str, RolloutState] = {}  # request_id -> state
         self.last_update: dict[str, dict] = {}  # model -> the latest ModelUpdate seen or published
         self.pending: list[tuple[str, dict]] = []  # records not tied to a rollout (republished pointers)
@@ -119,7 +121,9 @@ class RolloutService:
         if self._consumer is None:
             self._consumer = Consumer(self.settings.confluent_config(**{
                 "group.id": self.settings.rollout_group, "client.id": f"drift-rollout-{self.settings.worker_id}",
-                "enable.auto.commit": False, "auto.offset.reset": "earliest", "logger": log}))  # fmt: skip
+                "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                "session.timeout.ms": int(self.settings.kafka_session_timeout_seconds * 1000),
+                **kafka_log_config(log)}))  # fmt: skip
             self._consumer.subscribe([self.topics.retrain_results])
         return self._consumer
 
@@ -128,7 +132,7 @@ class RolloutService:
         if self._events is None:
             self._events = Consumer(self.settings.confluent_config(**{
                 "group.id": f"{self.settings.rollout_group}-events", "enable.auto.commit": False,
-                "enable.auto.offset.store": False, "auto.offset.reset": "earliest", "logger": log}))  # fmt: skip
+                "enable.auto.offset.store": False, "auto.offset.reset": "earliest", **kafka_log_config(log)}))  # fmt: skip
         return self._events
 
     def _event_ends(self) -> dict[int, int]:
@@ -430,12 +434,7 @@ class RolloutService:
 
 
 def run(settings: Settings) -> None:
-    import signal
-
     import torch
 
     torch.set_num_threads(settings.retrain_threads)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    RolloutService(settings).run(stop)
+    serve("rollout", lambda stop: RolloutService(settings).run(stop))

@@ -161,7 +161,7 @@ class RetrainWorker:
         if read_snapshot is None:
             from retrain_jobs.snapshot import read_snapshot
         if run_job is None:
-            from retrain_jobs.job import run_job
+            run_job = _run_job  # torch loads with the first job: a restarted worker rejoins its group at once
         if registry is None:
             from retrain_jobs.registry import Registry
 
@@ -361,6 +361,13 @@ class RetrainWorker:
             self._consumer.close()
             self._consumer = None
         log.info("retrain worker closed: %s", self.stats)
+
+
+def _run_job(*args: Any, **kwargs: Any) -> Any:
+    """retrain_jobs.job.run_job, imported on first use (importing torch took 20-50 s on a busy machine)."""
+    from retrain_jobs.job import run_job
+
+    return run_job(*args, **kwargs)
 
 
 def run(settings: Settings) -> None:

@@ -31,6 +31,7 @@ TRANSIENT_CODES = frozenset({
     KafkaError.NOT_COORDINATOR,
     KafkaError._TIMED_OUT,
     KafkaError._TRANSPORT,
+    KafkaError._DESTROY_BROKER,  # a connection to a broker that left (killed) torn down mid-request
     KafkaError._ALL_BROKERS_DOWN,
     KafkaError._UNKNOWN_PARTITION,
     KafkaError._UNKNOWN_TOPIC,
@@ -120,7 +121,12 @@ def wait_caught_up(settings: Settings, group: str, topic: str, timeout: float = 
     target = end_offsets(settings, topic)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = committed_offsets(settings, group, topic)
+        try:
+            done = committed_offsets(settings, group, topic)
+        except KafkaException as exc:  # a fresh broker's group coordinator is still loading: ask again
+            if not is_transient(exc):
+                raise
+            done = {}
         if all(end == 0 or done.get(p, -1) >= end for p, end in target.items()):
             return True
         time.sleep(0.5)

@@ -145,3 +145,31 @@ def test_every_registered_service_entry_is_a_run_function() -> None:
     for svc in services.REGISTRY:
         module, _, func = svc.entry.partition(":")
         assert callable(getattr(importlib.import_module(module), func)), svc
+
+
+def test_the_router_keeps_its_last_end_offsets_while_a_broker_is_gone(caplog) -> None:
+    """bench chaos found it: a broker killed under the router's watermark query killed the router."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    from consumers.router_service import RouterService
+    from tests.fakes import FakeConsumer, FakeProducer
+
+    answers: list = [{0: 10}, KafkaException(KafkaError(KafkaError._DESTROY_BROKER)), {0: 12}]
+
+    def end_offsets():
+        a = answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+    from schemas.codec import RETRAIN_REQUEST
+
+    svc = RouterService(load_settings(), consumer=FakeConsumer(), producer=FakeProducer(RETRAIN_REQUEST),
+                        restore=False, planner=lambda *a: None, end_offsets=end_offsets)  # fmt: skip
+    assert svc.end_offsets() == {0: 10}
+    svc._ends_at = -1e9
+    with caplog.at_level(logging.WARNING):
+        assert svc.end_offsets() == {0: 10}  # the last known, and a warning
+    assert "unavailable" in caplog.text
+    svc._ends_at = -1e9
+    assert svc.end_offsets() == {0: 12}
