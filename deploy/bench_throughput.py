@@ -19,6 +19,7 @@ Runs on throw-away topics (a unique prefix) with a unique app id, deleted afterw
 from __future__ import annotations
 
 import ast
+import os
 import re
 import statistics
 import subprocess
@@ -171,6 +172,45 @@ class GroupWatch:
         self._thread.join(15)
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc), None if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+class CpuWatch:
+    """(seconds since ``start``, CPU seconds of all ``pids`` together), sampled on a thread: the
+    CPU a window of the run cost, which a loaded machine changes far less than the wall time."""
+
+    def __init__(self, pids: list[int], start: float, poll: float = 0.2):
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(pids, start, poll), daemon=True)
+        self._thread.start()
+
+    def _watch(self, pids: list[int], start: float, poll: float) -> None:
+        while not self._stop.is_set():
+            used = [process_cpu_seconds(p) for p in pids]
+            if any(u is None for u in used):
+                return
+            self.samples.append((time.monotonic() - start, sum(used)))
+            self._stop.wait(poll)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def between(self, t0: float, t1: float) -> float | None:
+        """CPU seconds used from ``t0`` to ``t1`` (the samples nearest to each)."""
+        if not self.samples:
+            return None
+        at = [min(self.samples, key=lambda s, t=t: abs(s[0] - t))[1] for t in (t0, t1)]
+        return at[1] - at[0]
+
+
 def complete_group_samples(samples: Sequence[Sample], complete_at: float | None) -> list[Sample]:
     """The commit samples from the moment every worker held partitions: before that one worker
     may have run alone (a worker joins a second or two after another has started)."""
@@ -190,6 +230,7 @@ def measure_workers(
     start = time.monotonic()
     group = start_streams_workers(group_settings, workers, log_dir=log_dir)
     watch = GroupWatch(group_settings, group_settings.app_id, workers, start)
+    cpu = CpuWatch([p.pid for p in group.procs.values()], start)
     try:
         samples = watch_commits(
             group_settings, group_settings.app_id, run.topics.events, total,
@@ -199,6 +240,7 @@ def measure_workers(
             raise RuntimeError(f"a streams worker exited early: {group.stop()}")
     finally:
         watch.stop()
+        cpu.stop()
         codes = group.stop()
         delete_topics(group_settings, app_topics(group_settings))
     if not samples or samples[-1].committed < total:
@@ -214,6 +256,10 @@ def measure_workers(
         workers=workers, exit_codes=codes, group_complete_seconds=watch.complete_at,
         committed_before_complete=together[0].committed, assignment=watch.assignment,
     )  # fmt: skip
+    t0 = result["startup_seconds"]
+    used = cpu.between(t0, result["total_seconds"])
+    result["cpu_seconds"] = used
+    result["events_per_cpu_second"] = result["measured_events"] / used if used else None
     if log_dir is not None:
         logs = {name: (log_dir / f"{name}.log").read_text() for name in group.procs}
         result["worker_seconds"] = {name: worker_seconds(text) for name, text in logs.items()}
@@ -295,7 +341,11 @@ def compare_throughput(
 def throughput_summary(
     plain: list[dict[str, Any]], by_workers: dict[int, list[dict[str, Any]]], **extra: Any
 ) -> dict[str, Any]:
-    """The JSON of a comparison: median rates, the worker/plain-loop ratio, N workers against 1."""
+    """The JSON of a comparison: median rates, the worker/plain-loop ratio, N workers against 1.
+
+    Also events per CPU second (``cpu_ratio``: the worker's against the plain loop's): the work
+    per event, which the machine's load moves much less than the wall-clock rates.
+    """
     rates = {n: [r["events_per_second"] for r in runs] for n, runs in by_workers.items()}
     one = statistics.median(rates[1])
     result: dict[str, Any] = {
@@ -305,11 +355,18 @@ def throughput_summary(
         **extra,
         "runs": {"workers": {str(n): runs for n, runs in by_workers.items()}},
     }
+    per_cpu = {n: [r.get("events_per_cpu_second") for r in runs] for n, runs in by_workers.items()}
+    if all(v is not None for v in per_cpu[1]):
+        result["worker_events_per_cpu_s"] = statistics.median(per_cpu[1])
     if plain:
         base_rates = [p["events_per_second"] for p in plain]
         base = statistics.median(base_rates)
         result.update(baseline_events_per_s=base, baseline_runs_events_per_s=base_rates, ratio=one / base)
         result["runs"]["baseline"] = plain
+        base_cpu = [p.get("events_per_cpu_second") for p in plain]
+        if "worker_events_per_cpu_s" in result and all(v is not None for v in base_cpu):
+            result["baseline_events_per_cpu_s"] = statistics.median(base_cpu)
+            result["cpu_ratio"] = result["worker_events_per_cpu_s"] / result["baseline_events_per_cpu_s"]
     if len(rates) > 1:  # N workers against one in the same round, then the median over rounds
         result["scaling"] = {str(n): statistics.median(a / b for a, b in zip(v, rates[1])) for n, v in rates.items()}
     return result
@@ -331,6 +388,9 @@ def format_summary(result: dict[str, Any]) -> str:
         notes = [f"{rate / base:.2f} of the plain loop" if base else ""]
         if len(runs) > 1:
             notes.append(f"runs {listed([r['events_per_second'] for r in runs])}")
+        cpu = [r.get("events_per_cpu_second") for r in runs]
+        if all(c is not None for c in cpu):
+            notes.append(f"{statistics.median(cpu):,.0f} events per CPU second")
         if n != "1":
             notes.append(f"{result['scaling'][n]:.2f}x one worker")
             notes.append(f"counted once all held partitions ({runs[-1]['committed_before_complete']:,} events before)")
@@ -344,6 +404,9 @@ def format_summary(result: dict[str, Any]) -> str:
             f"{result['features']} features, {result['rounds']} round(s) one after the other on one broker")  # fmt: skip
     lines = [head]
     lines += [f"  {label.ljust(width)}  {rate:>9,.0f} events/s  {note}" for label, rate, note in rows]
+    if "cpu_ratio" in result:
+        lines.append(f"  per CPU second (load-robust): plain loop {result['baseline_events_per_cpu_s']:,.0f}, "
+                     f"one worker {result['worker_events_per_cpu_s']:,.0f} events: {result['cpu_ratio']:.2f}")  # fmt: skip
     return "\n".join(lines)
 
 
