@@ -31,7 +31,13 @@ cut, the events topic's current end offsets; the Kafka service around it is
    ADAPTER -> MODULE -> FULL) on the same alerts and the same snapshot, up to ``max_tier`` and
    ``max_escalations`` per original request; it takes the freed slot at once. ``max_tier``
    defaults to MODULE: a full retrain (every parameter) never starts on its own unless configured.
-7. **Determinism.** ``request_id`` hashes model, sorted slices, tier and sorted alert ids: a
+7. **Rollout.** A CANDIDATE result (the version passed the offline gate; the rollout service
+   now judges it on live events) frees the budget slot but keeps its slices busy until the
+   rollout's final result for the same request (at most ``rollout_hold_seconds``). A live
+   ROLLED_BACK or REJECTED (cause :data:`~schemas.retraining.ROLLOUT_CAUSE_PREFIX`) is final,
+   never escalated, and starts a fresh cooldown on its slices (any ROLLED_BACK does), so the
+   same drift does not start a retrain / rollback ping-pong.
+8. **Determinism.** ``request_id`` hashes model, sorted slices, tier and sorted alert ids: a
    replay of the same alerts after a crash makes the same id, and the job (idempotent per
    request_id) the same decision. After a restart, :meth:`Router.restore` rebuilds cooldowns,
    in-flight slots and the requested alert ids from the requests and results topics, and
@@ -58,7 +64,7 @@ from typing import Any, Protocol
 
 from schemas.codec import RETRAIN_REQUEST
 from schemas.errors import DriftError
-from schemas.retraining import FINAL_REASON_PREFIXES, TIERS
+from schemas.retraining import FINAL_REASON_PREFIXES, ROLLOUT_CAUSE_PREFIX, TIERS
 
 POLICY_VERSION = "router-1"
 SEVERITY_RANK = {"LOW": 1, "MEDIUM": 2, "HIGH": 3}
@@ -99,6 +105,7 @@ class RouterConfig:
     snapshot_max_events: int
     other_partition_events: int
     events_topic: str
+    rollout_hold_seconds: float = 6 * 3600.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> RouterConfig:
@@ -117,6 +124,7 @@ class RouterConfig:
             snapshot_max_events=settings.router_snapshot_max_events,
             other_partition_events=settings.router_other_partition_events,
             events_topic=settings.topics.events,
+            rollout_hold_seconds=settings.rollout_slice_hold_seconds,
         )
 
 
@@ -209,6 +217,7 @@ class Router:
         self.in_flight: dict[str, float] = {}  # request_id -> deadline
         self.cooldown_until: dict[tuple[str, str], float] = {}
         self.busy_slices: dict[tuple[str, str], str] = {}  # (model, slice) -> in-flight request_id
+        self.rolling_out: dict[str, float] = {}  # request_id of a CANDIDATE -> when its slices' hold ends
         self.emitted: OrderedDict[str, Emitted] = OrderedDict()
         self.requested_alerts: OrderedDict[str, None] = OrderedDict()
         self.slices_seen: dict[str, set[str]] = {}
@@ -242,12 +251,25 @@ class Router:
 
     def on_result(self, result: Mapping[str, Any], now: float) -> list[Request]:
         """A RetrainResult arrived: free its slot; escalate a rejection. Returns new requests."""
-        rid = result["request_id"]
+        rid, model, decision = result["request_id"], result["model"], result["decision"]
         self.in_flight.pop(rid, None)
         emitted = self.emitted.get(rid)
-        for s in (emitted.request["slices"] if emitted else result.get("slices", [])):
-            if self.busy_slices.get((result["model"], s)) == rid:
-                del self.busy_slices[(result["model"], s)]
+        slices = emitted.request["slices"] if emitted else result.get("slices", [])
+        if decision == "CANDIDATE":  # the rollout decides next; its slices stay busy meanwhile
+            self.rolling_out[rid] = now + self.config.rollout_hold_seconds
+            for s in slices:
+                self.busy_slices[(model, s)] = rid
+            self._count("result_candidate")
+            return []
+        self.rolling_out.pop(rid, None)
+        for s in slices:
+            if self.busy_slices.get((model, s)) == rid:
+                del self.busy_slices[(model, s)]
+        live = str(result.get("cause") or "").startswith(ROLLOUT_CAUSE_PREFIX)
+        if decision == "ROLLED_BACK" or (live and decision == "REJECTED"):
+            self._cool_down(model, slices, now)
+            self._count(f"result_live_{decision.lower()}")
+            return []
         if emitted is None:
             self._count("result_unknown")
             return []
@@ -258,10 +280,13 @@ class Router:
         return [escalated] if escalated else []
 
     def expire(self, now: float) -> list[str]:
-        """Free the slots of requests whose result is overdue; returns their ids."""
+        """Free the slots of requests whose result is overdue (and the slices of rollouts whose
+        hold ended); returns their ids."""
         late = [rid for rid, deadline in self.in_flight.items() if now >= deadline]
+        late += [rid for rid, deadline in self.rolling_out.items() if now >= deadline]
         for rid in late:
-            del self.in_flight[rid]
+            self.in_flight.pop(rid, None)
+            self.rolling_out.pop(rid, None)
             for key, holder in list(self.busy_slices.items()):
                 if holder == rid:
                     del self.busy_slices[key]
@@ -278,7 +303,9 @@ class Router:
         oldest first, which gives its root and its escalation count. One whose alerts are gone
         is not escalated.
         """
+        results = sorted(results, key=lambda r: r.get("finished_at") or 0)
         done = {r["request_id"] for r in results}
+        latest = {r["request_id"]: r for r in results}  # the newest result of each request
         by_id = {a["alert_id"]: a for a in alerts}
         chains: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         for req in sorted(requests, key=lambda r: r["created_at"]):
@@ -301,6 +328,15 @@ class Router:
                 self.in_flight[req["request_id"]] = deadline
                 for s in req["slices"]:
                     self.busy_slices[(req["model"], s)] = req["request_id"]
+        for res in latest.values():  # rollouts still deciding hold their slices; live endings cool them
+            at = (res.get("finished_at") or 0) / 1000.0
+            if res["decision"] == "CANDIDATE" and now < at + self.config.rollout_hold_seconds:
+                self.rolling_out[res["request_id"]] = at + self.config.rollout_hold_seconds
+                for s in res.get("slices") or []:
+                    self.busy_slices[(res["model"], s)] = res["request_id"]
+            elif res["decision"] == "ROLLED_BACK" or (
+                    res["decision"] == "REJECTED" and str(res.get("cause") or "").startswith(ROLLOUT_CAUSE_PREFIX)):
+                self._cool_down(res["model"], res.get("slices") or [], at)
         while len(self.emitted) > REMEMBERED_REQUESTS:
             self.emitted.popitem(last=False)
 
@@ -464,6 +500,11 @@ class Router:
             return None
         self._admit(request, emitted.alerts, now, emitted.root_id, emitted.escalations + 1)
         return request
+
+    def _cool_down(self, model: str, slices: Iterable[str], now: float) -> None:
+        for s in slices:
+            key = (model, s)
+            self.cooldown_until[key] = max(self.cooldown_until.get(key, -math.inf), now + self.config.cooldown_seconds)
 
     def _remember_alert(self, alert_id: str) -> None:
         self.requested_alerts[alert_id] = None

@@ -4,7 +4,8 @@ Steps: split the model's labelled events (seeded hash of event_id: train / valid
 holdout), load the current version (bootstrapping one first if the model has none), update the
 requested modules with everything else frozen (hash-checked), gate on the holdout, then
 save + promote (compare-and-swap on the parent) or reject. The current pointer changes only
-on PROMOTED.
+on PROMOTED. With ``rollout_enabled`` (the default) a gate-passed version is saved but not
+promoted: its decision is CANDIDATE and the rollout service judges it on live events.
 
 Idempotent per request_id: a finished job's result is stored in the registry
 (``decisions/<request_id>.json``) and returned as is on a re-run; a crash after saving the
@@ -122,12 +123,13 @@ def bootstrap_for(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]
 
 def _promote_saved(registry: Registry, manifest: Manifest) -> dict[str, Any] | None:
     """Promote a saved version (compare-and-swap on its parent) and record the decision; its
-    result, or None when another job's promotion came first."""
-    try:
-        registry.promote(manifest.model, manifest.version, expect_current=manifest.parent_version)
-    except RegistryError:
-        return None
+    result, or None when another job's promotion came first. A CANDIDATE is not promoted."""
     result = dict(manifest.result or {})
+    if result.get("decision") != "CANDIDATE":
+        try:
+            registry.promote(manifest.model, manifest.version, expect_current=manifest.parent_version)
+        except RegistryError:
+            return None
     registry.record_decision(manifest.model, result["request_id"], result)
     return result
 
@@ -205,7 +207,7 @@ def run_job(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]], reg
                 metric_after=verdict.metric_after,
                 other_slices_max_regression=verdict.other_slices_max_regression,
                 latency_ms=verdict.latency_ms,
-                decision="PROMOTED" if verdict.passed else "REJECTED",
+                decision=("CANDIDATE" if settings.rollout_enabled else "PROMOTED") if verdict.passed else "REJECTED",
                 reason=verdict.reason,
             )
             if registry.current_version(model) != manifest.version:

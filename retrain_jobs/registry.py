@@ -268,10 +268,15 @@ class Registry:
             _write_atomic(self._dir(model) / "CURRENT", f"{version}\n".encode())
             self._append_log(model, {"action": "PROMOTED", "version": version, "previous": now})
 
-    def rollback(self, model: str, to: str | None = None) -> tuple[str, str]:
-        """Point CURRENT back at ``to`` (default: the current version's parent); (from, to)."""
+    def rollback(self, model: str, to: str | None = None, *, expect_current: str | None | object = ...) -> tuple[str, str]:
+        """Point CURRENT back at ``to`` (default: the current version's parent); (from, to).
+        With ``expect_current`` only if CURRENT still is that (already at ``to``: nothing to do)."""
         with self._lock(model):
             now = self.current_version(model)
+            if expect_current is not ... and now != expect_current:
+                if to is not None and now == to:
+                    return now, to
+                raise RegistryError(f"{model}: current version is {now!r}, not {expect_current!r}; not rolling back")
             if now is None:
                 raise RegistryError(f"model {model!r} has no current version to roll back")
             target = to or self.manifest(model, now).parent_version

@@ -1,4 +1,4 @@
-"""Create (and, for tests, delete) the topics of DESIGN.md with the confluent-kafka AdminClient."""
+"""Create (and, for tests, delete) the pipeline topics (schemas/topics.py) with the confluent-kafka AdminClient."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class TopicSpec:
     name: str
     partitions: int
-    replication_factor: int
+    replication_factor: int | None  # None: the cluster's default.replication.factor
     config: dict[str, str] = field(default_factory=dict)
 
 
@@ -43,15 +43,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
-    """Create the missing topics of DESIGN.md; returns the names created (existing ones are fine)."""
+    """Create the missing pipeline topics; returns the names created (existing ones are fine)."""
     return create_topics(settings, topic_specs(settings), timeout=timeout)
 
 
 def create_topics(settings: Settings, specs: list[TopicSpec], *, timeout: float = 30.0) -> list[str]:
     """Create ``specs`` idempotently and wait until every partition has a leader."""
     admin = _admin(settings)
-    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
-           for s in specs]  # fmt: skip
+    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor or -1,
+                    config=s.config) for s in specs]  # fmt: skip
     try:
         futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     except KafkaException as exc:

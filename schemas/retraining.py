@@ -12,3 +12,7 @@ TIERS = ("ADAPTER", "MODULE", "FULL")  # escalation order of RetrainRequest.tier
 # overtaking (the slice alerts again after its cooldown).
 FAILED_REASON_PREFIX = "job failed: "
 FINAL_REASON_PREFIXES = (FAILED_REASON_PREFIX, "data:", "holdout:", "stale parent:")
+
+# RetrainResult.cause of the rollout's results (retrain_jobs/rollout.py): a result with such a
+# cause was decided on live events (shadow, canary, watch); the router never escalates it.
+ROLLOUT_CAUSE_PREFIX = "rollout_"

@@ -1,4 +1,4 @@
-"""Topic names of DESIGN.md, derived from one configurable prefix."""
+"""The pipeline's topic names, derived from one configurable prefix."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The local KRaft broker, the topics of DESIGN.md, and both Kafka clients we use against it.
+"""The local KRaft broker, the pipeline topics, and both Kafka clients we use against it.
 
 confluent-kafka (librdkafka) serves producers, consumers and admin; faust runs on aiokafka,
 whose older request versions are why the broker is Kafka 3.9 (4.0 dropped them).

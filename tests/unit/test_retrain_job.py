@@ -12,7 +12,7 @@ from schemas.codec import RETRAIN_RESULT
 from schemas.settings import load_settings
 
 torch.set_num_threads(1)
-SETTINGS = load_settings(retrain_bootstrap_epochs=8, retrain_epochs=25)
+SETTINGS = load_settings(retrain_bootstrap_epochs=8, retrain_epochs=25, rollout_enabled=False)  # promote directly
 SC = RetrainScenario(n_slices=4, pre_events=500, post_events=500, drifted="s1", seed=11, model="m")
 PRE, POST = SC.events()
 
@@ -29,6 +29,16 @@ def registry(tmp_path):
     reg = Registry(tmp_path)
     bootstrap("m", PRE, reg, SETTINGS)
     return reg
+
+
+def test_with_rollout_a_gate_passed_version_is_a_candidate_not_current(registry):
+    settings = SETTINGS.model_copy(update={"rollout_enabled": True})
+    result = run_job(request(), POST, registry, settings)
+    assert result["decision"] == "CANDIDATE", result["reason"]
+    assert (result["parent_version"], result["new_version"]) == ("v0001", "v0002")
+    assert registry.current_version("m") == "v0001", "the rollout, not the job, moves the pointer"
+    assert registry.manifest("m", "v0002").result["decision"] == "CANDIDATE"
+    assert run_job(request(), POST, registry, settings) == result and len(registry.versions("m")) == 2
 
 
 def test_adapter_job_promotes_only_the_adapter_and_is_idempotent(registry):
@@ -81,7 +91,7 @@ def test_rejected_job_keeps_the_current_version(registry):
 
 def test_first_job_of_a_model_bootstraps_it_on_the_other_slices(tmp_path):
     reg = Registry(tmp_path)
-    quick = load_settings(retrain_bootstrap_epochs=4, retrain_epochs=10)
+    quick = load_settings(retrain_bootstrap_epochs=4, retrain_epochs=10, rollout_enabled=False)
     result = run_job(request("r6"), POST, reg, quick)
     boot = reg.manifest("m", "v0001")
     assert boot.request_id == "bootstrap:r6" and "adapter.s1" not in boot.modules  # s1 served by the default
@@ -92,7 +102,7 @@ def test_first_job_of_a_model_bootstraps_it_on_the_other_slices(tmp_path):
 
 
 def test_full_tier_updates_every_module_on_every_slice(registry):
-    quick = load_settings(retrain_bootstrap_epochs=8, retrain_epochs=3, retrain_tolerance=1.0)
+    quick = load_settings(retrain_bootstrap_epochs=8, retrain_epochs=3, retrain_tolerance=1.0, rollout_enabled=False)
     result = run_job(request("r7", tier="FULL", modules=("*",)), POST, registry, quick)
     assert result["params_updated"] == result["params_total"]
     assert set(result["modules_updated"]) == set(registry.manifest("m", "v0001").modules)

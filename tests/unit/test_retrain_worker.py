@@ -245,7 +245,8 @@ def test_the_real_worker_bootstraps_a_new_model_on_data_from_before_the_onset(tm
 
     monkeypatch.setattr(snapshot_mod, "reference_snapshot",
                         lambda settings, snap, n, before_event_time=None: {**snap, "before_event_time": before_event_time})
-    settings = load_settings(topic_prefix="tw", registry_dir=tmp_path, retrain_bootstrap_epochs=8, retrain_epochs=25)
+    settings = load_settings(topic_prefix="tw", registry_dir=tmp_path, retrain_bootstrap_epochs=8, retrain_epochs=25,
+                             rollout_enabled=False)
     registry = Registry(tmp_path)
     req = {**request("r1"), "slices": ["s1"], "modules": ["adapter.s1"]}
     w = RetrainWorker(settings, consumer=FakeConsumer([]), producer=FakeProducer(RETRAIN_RESULT), read_snapshot=read,

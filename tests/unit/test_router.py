@@ -163,6 +163,77 @@ def test_slice_with_a_request_in_flight_takes_no_new_alerts():
     assert r.on_alert(alert(n=3), T0 + 31) == "pending"
 
 
+def live(req, decision, cause, at_ms=0):
+    """A result of the rollout service (decided on live events)."""
+    return {**result(req, decision, f"{cause}: e-value ..."), "cause": cause, "finished_at": at_ms}
+
+
+def test_a_candidate_keeps_its_slice_busy_until_the_rollout_decides_but_frees_the_budget():
+    r = router(cooldown_seconds=0, max_in_flight=1)
+    r.on_alert(alert(n=1), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    assert r.on_result(result(req, "CANDIDATE", "passed: ..."), T0 + 20) == []
+    assert r.in_flight == {} and r.counters["result_candidate"] == 1
+    assert r.on_alert(alert(n=2), T0 + 30) == "busy", "the rollout has not decided"
+    r.on_alert(alert("us", partition=1), T0 + 30)
+    assert [q["slices"] for q in r.due(T0 + 50, ENDS)] == [["us"]], "the budget slot is free for other slices"
+    assert r.on_result(live(req, "PROMOTED", "rollout_canary_passed"), T0 + 60) == []
+    assert r.on_alert(alert(n=3), T0 + 61) == "pending"
+
+
+def test_a_rollback_cools_the_slice_down_and_is_never_escalated():
+    r = router(cooldown_seconds=600)
+    r.on_alert(alert(n=1), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    r.on_result(result(req, "CANDIDATE", "passed"), T0 + 20)
+    r.on_result(live(req, "PROMOTED", "rollout_canary_passed"), T0 + 100)
+    assert r.on_result(live(req, "ROLLED_BACK", "rollout_watch_regressed"), T0 + 5000) == []
+    assert r.on_alert(alert(n=2), T0 + 5000 + 599) == "cooldown", "the same drift does not retrain again at once"
+    assert r.on_alert(alert(n=3), T0 + 5000 + 600) == "pending"
+    assert r.counters["result_live_rolled_back"] == 1 and "escalated" not in r.counters
+
+
+def test_a_live_rejection_is_final_and_cools_down_while_a_gate_rejection_escalates():
+    r = router(cooldown_seconds=300)
+    r.on_alert(alert(n=1), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    r.on_result(result(req, "CANDIDATE", "passed"), T0 + 20)
+    assert r.on_result(live(req, "REJECTED", "rollout_shadow_lost"), T0 + 1000) == []
+    assert r.on_alert(alert(n=2), T0 + 1200) == "cooldown"
+    assert "escalated" not in r.counters and r.counters["result_live_rejected"] == 1
+    g = router()
+    g.on_alert(alert(n=1), T0)
+    (greq,) = g.due(T0 + 10, ENDS)
+    assert len(g.on_result(result(greq), T0 + 20)) == 1, "the offline gate's rejection still escalates"
+
+
+def test_a_rollout_hold_ends_after_its_timeout():
+    r = router(cooldown_seconds=0, rollout_hold_seconds=100)
+    r.on_alert(alert(n=1), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    r.on_result(result(req, "CANDIDATE", "passed"), T0 + 20)
+    assert r.expire(T0 + 119) == [] and r.on_alert(alert(n=2), T0 + 119) == "busy"
+    assert r.expire(T0 + 120) == [req["request_id"]]
+    assert r.on_alert(alert(n=3), T0 + 121) == "pending"
+
+
+def test_restore_keeps_rolling_out_slices_busy_and_cools_rolled_back_ones():
+    r = router(cooldown_seconds=600)
+    r.on_alert(alert(n=1), T0)
+    (eu,) = r.due(T0 + 10, ENDS)
+    r.on_alert(alert("us", n=2, partition=1), T0)
+    (us,) = r.due(T0 + 10, ENDS)
+    ms = int(T0 * 1000)
+    results = [{**result(eu, "CANDIDATE", "passed"), "finished_at": ms + 20_000},
+               {**result(us, "CANDIDATE", "passed"), "finished_at": ms + 20_000},
+               live(us, "ROLLED_BACK", "rollout_watch_regressed", at_ms=ms + 3_000_000)]
+    fresh = router(cooldown_seconds=600)
+    fresh.restore([eu, us], results, T0 + 3100)
+    assert fresh.on_alert(alert(n=7), T0 + 3100) == "busy", "eu's rollout is still deciding"
+    assert fresh.on_alert(alert("us", n=8, partition=1), T0 + 3100) == "cooldown", "us was rolled back at T0+3000"
+    assert fresh.on_alert(alert("us", n=9, partition=1), T0 + 3600) == "pending"
+
+
 # --- budget and priority ------------------------------------------------------------------
 
 
