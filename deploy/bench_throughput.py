@@ -22,7 +22,6 @@ import ast
 import os
 import re
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -36,7 +35,7 @@ from pydantic import SecretStr
 
 from deploy.produce import produce_events
 from deploy.scenarios import Scenario
-from deploy.services import ServiceGroup, settings_env
+from deploy.services import start_services
 from runtime.kafka import Sample, end_offsets, group_assignment, watch_commits
 from runtime.topics import app_topics, delete_topics, ensure_topics
 from schemas.settings import Settings
@@ -102,23 +101,6 @@ def bench_settings(settings: Settings, tag: str | None = None, *, app: str = "be
             store = Path(settings.run_dir).resolve() / "bench" / tag / "clickhouse"
             update["clickhouse_dsn"] = SecretStr(f"chdb:{store}")
     return settings.model_copy(update=update)
-
-
-def start_streams_workers(settings: Settings, n: int, log_dir: Path | None = None) -> ServiceGroup:
-    """``n`` streams workers as separate processes of one consumer group (``app_id``), each with
-    its own ``DRIFT_WORKER_ID`` and, with ``log_dir``, its own log ``streams-<i>.log``."""
-    group = ServiceGroup()
-    argv = [sys.executable, "-m", "deploy.services", "streams"]
-    for i in range(1, n + 1):
-        env = {**settings_env(settings), "DRIFT_WORKER_ID": f"{settings.app_id}-{i}"}
-        name = f"streams-{i}"
-        if log_dir is None:
-            group.procs[name] = subprocess.Popen(argv, env=env)
-            continue
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with open(log_dir / f"{name}.log", "ab") as out:  # the child keeps its own copy of the fd
-            group.procs[name] = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return group
 
 
 def worker_events(log_text: str) -> int | None:
@@ -226,9 +208,11 @@ def measure_workers(
     """``workers`` streams processes in one fresh group over the ``total`` events already in the
     run's topic; the rate from the group's commits, counted from the moment every worker holds
     partitions. The group's changelog is deleted afterwards."""
-    group_settings = run.model_copy(update={"app_id": f"{run.app_id}-w{workers}-{uuid.uuid4().hex[:4]}"})
+    app_id = f"{run.app_id}-w{workers}-{uuid.uuid4().hex[:4]}"
+    group_settings = run.model_copy(update={"app_id": app_id, "worker_id": app_id})
     start = time.monotonic()
-    group = start_streams_workers(group_settings, workers, log_dir=log_dir)
+    # the launcher of driftctl run --workers streams=N: distinct worker ids and metrics ports
+    group = start_services(group_settings, ("streams",), log_dir=log_dir, workers={"streams": workers})
     watch = GroupWatch(group_settings, group_settings.app_id, workers, start)
     cpu = CpuWatch([p.pid for p in group.procs.values()], start)
     try:
@@ -286,7 +270,7 @@ def measure_worker_throughput(
         result = measure_workers(run, total, 1, timeout=timeout, poll_seconds=poll_seconds, log_dir=log_dir)
         result.update(events=total, slices=slices, features=len(features))
         if log_dir is not None:
-            result["worker_seconds"] = result["worker_seconds"]["streams-1"]
+            result["worker_seconds"] = result["worker_seconds"]["streams"]
         return result
     finally:
         if not keep_topics:
@@ -413,7 +397,6 @@ def format_summary(result: dict[str, Any]) -> str:
 def main() -> None:
     """``python -m deploy.bench_throughput N``: one measurement against the configured broker."""
     import json
-    import sys
 
     from schemas.settings import load_settings
 
