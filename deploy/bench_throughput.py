@@ -8,10 +8,12 @@ checkpoints (a slice's ``snapshot_every_events``, or every second here), so the
 granularity is one checkpoint; use at least 100k events.
 
 :func:`compare_throughput` (``driftctl bench throughput --baseline --workers N``) measures,
-in one run on one topic of events, the plain loop of deploy/bench_baseline.py (the ceiling,
-before and after the workers) and groups of 1..N worker processes. With several workers the
-clock starts once every one of them holds partitions: before that, the first one to join
-runs alone.
+in one run on one broker with the same events, the plain loop of deploy/bench_baseline.py (the
+ceiling, before and after the workers) and groups of 1..N worker processes. Each group gets
+topics of its own, and the (pre-encoded) events only once every worker holds partitions:
+otherwise the first worker to start would run alone while the others import their code.
+Besides events per second it reports events per CPU second, which a loaded machine moves
+much less.
 
 Runs on throw-away topics (a unique prefix) with a unique app id, deleted afterwards.
 """
@@ -30,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 from pydantic import SecretStr
 
 from deploy.produce import produce_events
@@ -38,6 +40,7 @@ from deploy.scenarios import Scenario
 from deploy.services import start_services
 from runtime.kafka import Sample, end_offsets, group_assignment, watch_commits
 from runtime.topics import app_topics, delete_topics, ensure_topics
+from schemas.codec import EVENT
 from schemas.settings import Settings
 
 
@@ -109,19 +112,40 @@ def worker_events(log_text: str) -> int | None:
     return int(found[-1]) if found else None
 
 
-def produce_bench_events(
-    run: Settings, n_events: int, slices: int = 5, features: tuple[str, ...] = ("amount", "latency_ms")
-) -> int:
-    """``n_events`` without drift (``slices`` x ``features``) to the run's events topic; returns
-    how many the topic holds."""
+def bench_events(n_events: int, slices: int = 5, features: tuple[str, ...] = ("amount", "latency_ms")) -> list[dict]:
+    """``n_events`` without drift, ``slices`` x ``features``."""
     scenario = Scenario(
         slices=tuple(f"slice-{i}" for i in range(slices)),
         features=features,
         events_per_slice=max(1, n_events // slices),
         drifts=(),
     )
-    produce_events(run, scenario.events())
+    return list(scenario.events())
+
+
+def produce_bench_events(
+    run: Settings, n_events: int, slices: int = 5, features: tuple[str, ...] = ("amount", "latency_ms")
+) -> int:
+    """:func:`bench_events` to the run's events topic; returns how many the topic holds."""
+    produce_events(run, bench_events(n_events, slices, features))
     return sum(end_offsets(run, run.topics.events).values())
+
+
+def produce_encoded(settings: Settings, payloads: Sequence[tuple[bytes, bytes]]) -> None:
+    """Already encoded (key, value) events to the events topic, as fast as librdkafka takes them
+    (a few microseconds each: the workers they are racing lose little CPU to it)."""
+    producer = Producer(settings.producer_config(**{"linger.ms": 20, "batch.num.messages": 10000}))
+    failures: list[str] = []
+    topic = settings.topics.events
+    for key, value in payloads:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=lambda err, _m: err and failures.append(str(err)))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120) or failures:
+        raise RuntimeError(f"bench events not delivered: {failures[:3]}")
 
 
 class GroupWatch:
@@ -203,30 +227,58 @@ def complete_group_samples(samples: Sequence[Sample], complete_at: float | None)
 
 def measure_workers(
     run: Settings, total: int, workers: int = 1, *, timeout: float = 300.0, poll_seconds: float = 0.2,
-    log_dir: Path | None = None,
+    log_dir: Path | None = None, payloads: Sequence[tuple[bytes, bytes]] | None = None,
 ) -> dict[str, Any]:
-    """``workers`` streams processes in one fresh group over the ``total`` events already in the
-    run's topic; the rate from the group's commits, counted from the moment every worker holds
-    partitions. The group's changelog is deleted afterwards."""
+    """``workers`` streams processes in one fresh group; the rate from the group's commits,
+    counted from the moment every worker holds partitions. The group's changelog is deleted
+    afterwards.
+
+    Over the ``total`` events already in the run's topic, or, with ``payloads`` (encoded events,
+    ``total`` of them), on fresh topics that get the events only once every worker holds
+    partitions: otherwise the first worker to start runs alone until the others have imported
+    their code, which on a loaded machine can be most of the run.
+    """
     app_id = f"{run.app_id}-w{workers}-{uuid.uuid4().hex[:4]}"
     group_settings = run.model_copy(update={"app_id": app_id, "worker_id": app_id})
+    if payloads is not None:
+        group_settings = bench_settings(group_settings, app=app_id).model_copy(update={"app_id": app_id})
+        ensure_topics(group_settings)
     start = time.monotonic()
     # the launcher of driftctl run --workers streams=N: distinct worker ids and metrics ports
     group = start_services(group_settings, ("streams",), log_dir=log_dir, workers={"streams": workers})
     watch = GroupWatch(group_settings, group_settings.app_id, workers, start)
     cpu = CpuWatch([p.pid for p in group.procs.values()], start)
+    failed: list[Exception] = []
     try:
+        if payloads is not None:
+            deadline = time.monotonic() + timeout
+            while watch.complete_at is None and time.monotonic() < deadline and all(group.alive().values()):
+                time.sleep(0.1)
+            if watch.complete_at is None:
+                raise RuntimeError(f"the {workers} workers did not all get partitions in {timeout:.0f}s")
+
+            def produce() -> None:
+                try:
+                    produce_encoded(group_settings, payloads)
+                except Exception as exc:  # noqa: BLE001 - ends the watch below, reported there
+                    failed.append(exc)
+
+            threading.Thread(target=produce, daemon=True).start()  # beside the watch, so the first commits are seen
         samples = watch_commits(
-            group_settings, group_settings.app_id, run.topics.events, total,
-            lambda: all(group.alive().values()), start=start, poll=poll_seconds, stall=timeout, timeout=timeout,
+            group_settings, group_settings.app_id, group_settings.topics.events, total,
+            lambda: all(group.alive().values()) and not failed, start=start, poll=poll_seconds, stall=timeout,
+            timeout=timeout,
         )  # fmt: skip
+        if failed:
+            raise RuntimeError(f"producing the bench events failed: {failed[0]}")
         if not all(group.alive().values()):
             raise RuntimeError(f"a streams worker exited early: {group.stop()}")
     finally:
         watch.stop()
         cpu.stop()
         codes = group.stop()
-        delete_topics(group_settings, app_topics(group_settings))
+        own_topics = group_settings.topics.all() if payloads is not None else []
+        delete_topics(group_settings, own_topics + app_topics(group_settings))
     if not samples or samples[-1].committed < total:
         raise ValueError(f"the workers did not commit all {total} events: {samples[-1:]}")
     together = complete_group_samples(samples, watch.complete_at)
@@ -306,7 +358,10 @@ def compare_throughput(
     plain: list[dict[str, Any]] = []
     by_workers: dict[int, list[dict[str, Any]]] = {n: [] for n in range(1, workers + 1)}
     try:
-        total = produce_bench_events(run, n_events, slices, features)
+        events = bench_events(n_events, slices, features)
+        produce_events(run, events)  # the plain loop's topic
+        total = sum(end_offsets(run, run.topics.events).values())
+        payloads = [(e["slice"].encode(), EVENT.encode(e)) for e in events]  # the workers': the same events
 
         def plain_once() -> None:
             if baseline:
@@ -315,7 +370,8 @@ def compare_throughput(
         plain_once()
         for r in range(rounds):
             for n, runs in by_workers.items():
-                runs.append(measure_workers(run, total, n, timeout=timeout, log_dir=log_dir / f"r{r}w{n}"))
+                runs.append(measure_workers(run, total, n, timeout=timeout, log_dir=log_dir / f"r{r}w{n}",
+                                            payloads=payloads))  # fmt: skip
             plain_once()
     finally:
         delete_topics(run, run.topics.all() + app_topics(run))

@@ -30,7 +30,7 @@ def test_backoff_doubles_for_quick_deaths_and_resets_after_a_healthy_run() -> No
 
 
 def test_parse_workers_names_the_bad_part() -> None:
-    assert parse_workers("streams=2, retrain=3") == {"streams": 2, "router": 1, "retrain": 3, "sink": 1}
+    assert parse_workers("streams=2, retrain=3") == {"streams": 2, "router": 1, "retrain": 3, "rollout": 1, "sink": 1}
     assert parse_workers(None, ("streams",)) == {"streams": 1}
     with pytest.raises(ConfigError, match="unknown service 'stream'.*valid: streams"):
         parse_workers("stream=2")
@@ -49,7 +49,8 @@ def test_plan_gives_unique_worker_ids_and_ports() -> None:
     ports = [s.metrics_port for s in slots]
     assert len(set(ports)) == len(ports)
     first = {s.service: s.metrics_port for s in slots if s.index == 1}
-    assert first == {n: 19600 + o for n, o in metrics.SERVICE_PORT_OFFSETS.items()}  # usual ports kept
+    assert first == {n: 19600 + o for n, o in metrics.SERVICE_PORT_OFFSETS.items() if n in first}  # usual ports kept
+    assert set(first) == {"streams", "router", "retrain", "sink"}
     assert services.supervisor_port(settings, slots) not in ports
     assert all(s.metrics_port is None for s in plan_slots(load_settings(metrics_port=0), {"streams": 2}))
 
