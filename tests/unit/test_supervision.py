@@ -41,16 +41,16 @@ def test_parse_workers_names_the_bad_part() -> None:
 
 def test_plan_gives_unique_worker_ids_and_ports() -> None:
     settings = load_settings(metrics_port=19600, worker_id="host")
-    slots = plan_slots(settings, {"streams": 3, "router": 1, "retrain": 2, "sink": 1})
-    assert [s.key for s in slots] == ["streams", "streams-2", "streams-3", "router", "retrain", "retrain-2", "sink"]
+    slots = plan_slots(settings, {"streams": 3, "router": 1, "retrain": 2, "rollout": 1, "sink": 1})
+    assert [s.key for s in slots] == ["streams", "streams-2", "streams-3", "router", "retrain", "retrain-2", "rollout",
+                                      "sink"]
     streams_ids = [s.worker_id for s in slots if s.service == "streams"]
     assert streams_ids == ["host-1", "host-2", "host-3"]
     assert next(s.worker_id for s in slots if s.service == "router") == "host"  # alone: unchanged
     ports = [s.metrics_port for s in slots]
     assert len(set(ports)) == len(ports)
     first = {s.service: s.metrics_port for s in slots if s.index == 1}
-    assert first == {n: 19600 + o for n, o in metrics.SERVICE_PORT_OFFSETS.items() if n in first}  # usual ports kept
-    assert set(first) == {"streams", "router", "retrain", "sink"}
+    assert first == {n: 19600 + o for n, o in metrics.SERVICE_PORT_OFFSETS.items()}  # usual ports kept
     assert services.supervisor_port(settings, slots) not in ports
     assert all(s.metrics_port is None for s in plan_slots(load_settings(metrics_port=0), {"streams": 2}))
 
