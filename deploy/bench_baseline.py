@@ -55,7 +55,7 @@ def drain(
     detectors: dict[tuple[str, str], drift.ADWIN] = {}
     seen = changes = 0
     start = time.monotonic()
-    first: tuple[float, int] | None = None  # (time, events) at the end of the first batch
+    first: tuple[float, float, int] | None = None  # (time, CPU time, events) at the end of the first batch
     while seen < total:
         if time.monotonic() - start > timeout:
             raise TimeoutError(f"the plain loop read {seen} of {total} events in {timeout:.0f}s")
@@ -76,17 +76,19 @@ def drain(
                 changes += detector.drift_detected
             seen += 1
         if first is None and seen:
-            first = (time.monotonic(), seen)
-    end = time.monotonic()
-    t0, n0 = first if first is not None else (start, 0)
-    span, counted = end - t0, seen - n0
+            first = (time.monotonic(), time.process_time(), seen)
+    end, cpu_end = time.monotonic(), time.process_time()
+    t0, cpu0, n0 = first if first is not None else (start, 0.0, 0)
+    span, counted, cpu = end - t0, seen - n0, cpu_end - cpu0
     if counted <= 0 or span <= 0:  # everything came in one batch: start to end instead
-        span, counted = end - start, seen
+        span, counted, cpu = end - start, seen, cpu_end
     return {
         "events_per_second": counted / span if span > 0 else None,
         "events": seen,
         "measured_events": counted,
         "measured_seconds": span,
+        "cpu_seconds": cpu,  # this process's, threads included (librdkafka's fetcher)
+        "events_per_cpu_second": counted / cpu if cpu > 0 else None,
         "startup_seconds": t0 - start,
         "detectors": len(detectors),
         "changes": changes,

@@ -8,10 +8,12 @@ checkpoints (a slice's ``snapshot_every_events``, or every second here), so the
 granularity is one checkpoint; use at least 100k events.
 
 :func:`compare_throughput` (``driftctl bench throughput --baseline --workers N``) measures,
-in one run on one topic of events, the plain loop of deploy/bench_baseline.py (the ceiling,
-before and after the workers) and groups of 1..N worker processes. With several workers the
-clock starts once every one of them holds partitions: before that, the first one to join
-runs alone.
+in one run on one broker with the same events, the plain loop of deploy/bench_baseline.py (the
+ceiling, before and after the workers) and groups of 1..N worker processes. Each group gets
+topics of its own, and the (pre-encoded) events only once every worker holds partitions:
+otherwise the first worker to start would run alone while the others import their code.
+Besides events per second it reports events per CPU second, which a loaded machine moves
+much less.
 
 Runs on throw-away topics (a unique prefix) with a unique app id, deleted afterwards.
 """
@@ -19,9 +21,9 @@ Runs on throw-away topics (a unique prefix) with a unique app id, deleted afterw
 from __future__ import annotations
 
 import ast
+import os
 import re
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -30,14 +32,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 from pydantic import SecretStr
 
 from deploy.produce import produce_events
 from deploy.scenarios import Scenario
-from deploy.services import ServiceGroup, settings_env
+from deploy.services import start_services
 from runtime.kafka import Sample, end_offsets, group_assignment, watch_commits
 from runtime.topics import app_topics, delete_topics, ensure_topics
+from schemas.codec import EVENT
 from schemas.settings import Settings
 
 
@@ -103,42 +106,46 @@ def bench_settings(settings: Settings, tag: str | None = None, *, app: str = "be
     return settings.model_copy(update=update)
 
 
-def start_streams_workers(settings: Settings, n: int, log_dir: Path | None = None) -> ServiceGroup:
-    """``n`` streams workers as separate processes of one consumer group (``app_id``), each with
-    its own ``DRIFT_WORKER_ID`` and, with ``log_dir``, its own log ``streams-<i>.log``."""
-    group = ServiceGroup()
-    argv = [sys.executable, "-m", "deploy.services", "streams"]
-    for i in range(1, n + 1):
-        env = {**settings_env(settings), "DRIFT_WORKER_ID": f"{settings.app_id}-{i}"}
-        name = f"streams-{i}"
-        if log_dir is None:
-            group.procs[name] = subprocess.Popen(argv, env=env)
-            continue
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with open(log_dir / f"{name}.log", "ab") as out:  # the child keeps its own copy of the fd
-            group.procs[name] = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return group
-
-
 def worker_events(log_text: str) -> int | None:
     """How many events one worker processed, from its shutdown log line."""
     found = re.findall(r"; (\d+) events, seconds", log_text)
     return int(found[-1]) if found else None
 
 
-def produce_bench_events(
-    run: Settings, n_events: int, slices: int = 5, features: tuple[str, ...] = ("amount", "latency_ms")
-) -> int:
-    """``n_events`` without drift (``slices`` x ``features``) to the run's events topic; returns
-    how many the topic holds."""
+def bench_events(n_events: int, slices: int = 5, features: tuple[str, ...] = ("amount", "latency_ms")) -> list[dict]:
+    """``n_events`` without drift, ``slices`` x ``features``."""
     scenario = Scenario(
         slices=tuple(f"slice-{i}" for i in range(slices)),
         features=features,
         events_per_slice=max(1, n_events // slices),
         drifts=(),
     )
-    produce_events(run, scenario.events())
+    return list(scenario.events())
+
+
+def produce_bench_events(
+    run: Settings, n_events: int, slices: int = 5, features: tuple[str, ...] = ("amount", "latency_ms")
+) -> int:
+    """:func:`bench_events` to the run's events topic; returns how many the topic holds."""
+    produce_events(run, bench_events(n_events, slices, features))
     return sum(end_offsets(run, run.topics.events).values())
+
+
+def produce_encoded(settings: Settings, payloads: Sequence[tuple[bytes, bytes]]) -> None:
+    """Already encoded (key, value) events to the events topic, as fast as librdkafka takes them
+    (a few microseconds each: the workers they are racing lose little CPU to it)."""
+    producer = Producer(settings.producer_config(**{"linger.ms": 20, "batch.num.messages": 10000}))
+    failures: list[str] = []
+    topic = settings.topics.events
+    for key, value in payloads:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=lambda err, _m: err and failures.append(str(err)))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120) or failures:
+        raise RuntimeError(f"bench events not delivered: {failures[:3]}")
 
 
 class GroupWatch:
@@ -171,6 +178,45 @@ class GroupWatch:
         self._thread.join(15)
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc), None if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+class CpuWatch:
+    """(seconds since ``start``, CPU seconds of all ``pids`` together), sampled on a thread: the
+    CPU a window of the run cost, which a loaded machine changes far less than the wall time."""
+
+    def __init__(self, pids: list[int], start: float, poll: float = 0.2):
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(pids, start, poll), daemon=True)
+        self._thread.start()
+
+    def _watch(self, pids: list[int], start: float, poll: float) -> None:
+        while not self._stop.is_set():
+            used = [process_cpu_seconds(p) for p in pids]
+            if any(u is None for u in used):
+                return
+            self.samples.append((time.monotonic() - start, sum(used)))
+            self._stop.wait(poll)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def between(self, t0: float, t1: float) -> float | None:
+        """CPU seconds used from ``t0`` to ``t1`` (the samples nearest to each)."""
+        if not self.samples:
+            return None
+        at = [min(self.samples, key=lambda s, t=t: abs(s[0] - t))[1] for t in (t0, t1)]
+        return at[1] - at[0]
+
+
 def complete_group_samples(samples: Sequence[Sample], complete_at: float | None) -> list[Sample]:
     """The commit samples from the moment every worker held partitions: before that one worker
     may have run alone (a worker joins a second or two after another has started)."""
@@ -181,26 +227,58 @@ def complete_group_samples(samples: Sequence[Sample], complete_at: float | None)
 
 def measure_workers(
     run: Settings, total: int, workers: int = 1, *, timeout: float = 300.0, poll_seconds: float = 0.2,
-    log_dir: Path | None = None,
+    log_dir: Path | None = None, payloads: Sequence[tuple[bytes, bytes]] | None = None,
 ) -> dict[str, Any]:
-    """``workers`` streams processes in one fresh group over the ``total`` events already in the
-    run's topic; the rate from the group's commits, counted from the moment every worker holds
-    partitions. The group's changelog is deleted afterwards."""
-    group_settings = run.model_copy(update={"app_id": f"{run.app_id}-w{workers}-{uuid.uuid4().hex[:4]}"})
+    """``workers`` streams processes in one fresh group; the rate from the group's commits,
+    counted from the moment every worker holds partitions. The group's changelog is deleted
+    afterwards.
+
+    Over the ``total`` events already in the run's topic, or, with ``payloads`` (encoded events,
+    ``total`` of them), on fresh topics that get the events only once every worker holds
+    partitions: otherwise the first worker to start runs alone until the others have imported
+    their code, which on a loaded machine can be most of the run.
+    """
+    app_id = f"{run.app_id}-w{workers}-{uuid.uuid4().hex[:4]}"
+    group_settings = run.model_copy(update={"app_id": app_id, "worker_id": app_id})
+    if payloads is not None:
+        group_settings = bench_settings(group_settings, app=app_id).model_copy(update={"app_id": app_id})
+        ensure_topics(group_settings)
     start = time.monotonic()
-    group = start_streams_workers(group_settings, workers, log_dir=log_dir)
+    # the launcher of driftctl run --workers streams=N: distinct worker ids and metrics ports
+    group = start_services(group_settings, ("streams",), log_dir=log_dir, workers={"streams": workers})
     watch = GroupWatch(group_settings, group_settings.app_id, workers, start)
+    cpu = CpuWatch([p.pid for p in group.procs.values()], start)
+    failed: list[Exception] = []
     try:
+        if payloads is not None:
+            deadline = time.monotonic() + timeout
+            while watch.complete_at is None and time.monotonic() < deadline and all(group.alive().values()):
+                time.sleep(0.1)
+            if watch.complete_at is None:
+                raise RuntimeError(f"the {workers} workers did not all get partitions in {timeout:.0f}s")
+
+            def produce() -> None:
+                try:
+                    produce_encoded(group_settings, payloads)
+                except Exception as exc:  # noqa: BLE001 - ends the watch below, reported there
+                    failed.append(exc)
+
+            threading.Thread(target=produce, daemon=True).start()  # beside the watch, so the first commits are seen
         samples = watch_commits(
-            group_settings, group_settings.app_id, run.topics.events, total,
-            lambda: all(group.alive().values()), start=start, poll=poll_seconds, stall=timeout, timeout=timeout,
+            group_settings, group_settings.app_id, group_settings.topics.events, total,
+            lambda: all(group.alive().values()) and not failed, start=start, poll=poll_seconds, stall=timeout,
+            timeout=timeout,
         )  # fmt: skip
+        if failed:
+            raise RuntimeError(f"producing the bench events failed: {failed[0]}")
         if not all(group.alive().values()):
             raise RuntimeError(f"a streams worker exited early: {group.stop()}")
     finally:
         watch.stop()
+        cpu.stop()
         codes = group.stop()
-        delete_topics(group_settings, app_topics(group_settings))
+        own_topics = group_settings.topics.all() if payloads is not None else []
+        delete_topics(group_settings, own_topics + app_topics(group_settings))
     if not samples or samples[-1].committed < total:
         raise ValueError(f"the workers did not commit all {total} events: {samples[-1:]}")
     together = complete_group_samples(samples, watch.complete_at)
@@ -214,6 +292,10 @@ def measure_workers(
         workers=workers, exit_codes=codes, group_complete_seconds=watch.complete_at,
         committed_before_complete=together[0].committed, assignment=watch.assignment,
     )  # fmt: skip
+    t0 = result["startup_seconds"]
+    used = cpu.between(t0, result["total_seconds"])
+    result["cpu_seconds"] = used
+    result["events_per_cpu_second"] = result["measured_events"] / used if used else None
     if log_dir is not None:
         logs = {name: (log_dir / f"{name}.log").read_text() for name in group.procs}
         result["worker_seconds"] = {name: worker_seconds(text) for name, text in logs.items()}
@@ -240,7 +322,7 @@ def measure_worker_throughput(
         result = measure_workers(run, total, 1, timeout=timeout, poll_seconds=poll_seconds, log_dir=log_dir)
         result.update(events=total, slices=slices, features=len(features))
         if log_dir is not None:
-            result["worker_seconds"] = result["worker_seconds"]["streams-1"]
+            result["worker_seconds"] = result["worker_seconds"]["streams"]
         return result
     finally:
         if not keep_topics:
@@ -276,7 +358,10 @@ def compare_throughput(
     plain: list[dict[str, Any]] = []
     by_workers: dict[int, list[dict[str, Any]]] = {n: [] for n in range(1, workers + 1)}
     try:
-        total = produce_bench_events(run, n_events, slices, features)
+        events = bench_events(n_events, slices, features)
+        produce_events(run, events)  # the plain loop's topic
+        total = sum(end_offsets(run, run.topics.events).values())
+        payloads = [(e["slice"].encode(), EVENT.encode(e)) for e in events]  # the workers': the same events
 
         def plain_once() -> None:
             if baseline:
@@ -285,7 +370,8 @@ def compare_throughput(
         plain_once()
         for r in range(rounds):
             for n, runs in by_workers.items():
-                runs.append(measure_workers(run, total, n, timeout=timeout, log_dir=log_dir / f"r{r}w{n}"))
+                runs.append(measure_workers(run, total, n, timeout=timeout, log_dir=log_dir / f"r{r}w{n}",
+                                            payloads=payloads))  # fmt: skip
             plain_once()
     finally:
         delete_topics(run, run.topics.all() + app_topics(run))
@@ -295,7 +381,11 @@ def compare_throughput(
 def throughput_summary(
     plain: list[dict[str, Any]], by_workers: dict[int, list[dict[str, Any]]], **extra: Any
 ) -> dict[str, Any]:
-    """The JSON of a comparison: median rates, the worker/plain-loop ratio, N workers against 1."""
+    """The JSON of a comparison: median rates, the worker/plain-loop ratio, N workers against 1.
+
+    Also events per CPU second (``cpu_ratio``: the worker's against the plain loop's): the work
+    per event, which the machine's load moves much less than the wall-clock rates.
+    """
     rates = {n: [r["events_per_second"] for r in runs] for n, runs in by_workers.items()}
     one = statistics.median(rates[1])
     result: dict[str, Any] = {
@@ -305,11 +395,18 @@ def throughput_summary(
         **extra,
         "runs": {"workers": {str(n): runs for n, runs in by_workers.items()}},
     }
+    per_cpu = {n: [r.get("events_per_cpu_second") for r in runs] for n, runs in by_workers.items()}
+    if all(v is not None for v in per_cpu[1]):
+        result["worker_events_per_cpu_s"] = statistics.median(per_cpu[1])
     if plain:
         base_rates = [p["events_per_second"] for p in plain]
         base = statistics.median(base_rates)
         result.update(baseline_events_per_s=base, baseline_runs_events_per_s=base_rates, ratio=one / base)
         result["runs"]["baseline"] = plain
+        base_cpu = [p.get("events_per_cpu_second") for p in plain]
+        if "worker_events_per_cpu_s" in result and all(v is not None for v in base_cpu):
+            result["baseline_events_per_cpu_s"] = statistics.median(base_cpu)
+            result["cpu_ratio"] = result["worker_events_per_cpu_s"] / result["baseline_events_per_cpu_s"]
     if len(rates) > 1:  # N workers against one in the same round, then the median over rounds
         result["scaling"] = {str(n): statistics.median(a / b for a, b in zip(v, rates[1])) for n, v in rates.items()}
     return result
@@ -331,6 +428,9 @@ def format_summary(result: dict[str, Any]) -> str:
         notes = [f"{rate / base:.2f} of the plain loop" if base else ""]
         if len(runs) > 1:
             notes.append(f"runs {listed([r['events_per_second'] for r in runs])}")
+        cpu = [r.get("events_per_cpu_second") for r in runs]
+        if all(c is not None for c in cpu):
+            notes.append(f"{statistics.median(cpu):,.0f} events per CPU second")
         if n != "1":
             notes.append(f"{result['scaling'][n]:.2f}x one worker")
             notes.append(f"counted once all held partitions ({runs[-1]['committed_before_complete']:,} events before)")
@@ -344,13 +444,15 @@ def format_summary(result: dict[str, Any]) -> str:
             f"{result['features']} features, {result['rounds']} round(s) one after the other on one broker")  # fmt: skip
     lines = [head]
     lines += [f"  {label.ljust(width)}  {rate:>9,.0f} events/s  {note}" for label, rate, note in rows]
+    if "cpu_ratio" in result:
+        lines.append(f"  per CPU second (load-robust): plain loop {result['baseline_events_per_cpu_s']:,.0f}, "
+                     f"one worker {result['worker_events_per_cpu_s']:,.0f} events: {result['cpu_ratio']:.2f}")  # fmt: skip
     return "\n".join(lines)
 
 
 def main() -> None:
     """``python -m deploy.bench_throughput N``: one measurement against the configured broker."""
     import json
-    import sys
 
     from schemas.settings import load_settings
 

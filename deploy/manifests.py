@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent
 K8S_DIR, COMPOSE_FILE = ROOT / "k8s", ROOT / "compose" / "compose.yaml"
 K8S_VERSIONS = ("1.29.0", "1.37.0")  # an older release still in service, and the newest the validator knows
 SERVICE_COMMAND = ["python", "-m", "deploy.services"]
+REGISTRY_USERS = ("retrain", "rollout")  # read and write the model registry (DRIFT_REGISTRY_DIR)
 
 
 def load_documents(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
@@ -163,7 +164,7 @@ def _deployment_errors(
     if probe.get("path") != "/metrics" or probe_port != port:
         errors.append(f"Deployment {name}: readiness asks {probe.get('path')} on {probe_port}, "
                       f"{service} serves /metrics on {port}")  # fmt: skip
-    if service == "retrain":
+    if service in REGISTRY_USERS:
         mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
         volume = next((v for v in pod.get("volumes", []) if v["name"] == mounts.get(str(settings.registry_dir))), {})
         if "persistentVolumeClaim" not in volume:
@@ -172,7 +173,8 @@ def _deployment_errors(
 
 
 def compose_code_errors(doc: Mapping[str, Any], env_dir: Path, services: Iterable[str]) -> list[str]:
-    """The Compose file against the code: each service's settings, command and health check port."""
+    """The Compose file against the code: each service's settings, command, health check port and
+    (for the registry's users) the registry on a named volume."""
     errors, seen = [], set()
     for name, svc in doc.get("services", {}).items():
         command = svc.get("command") or []
@@ -196,6 +198,9 @@ def compose_code_errors(doc: Mapping[str, Any], env_dir: Path, services: Iterabl
         wanted = f"http://127.0.0.1:{_metrics_port(settings, service)}/metrics"
         if wanted not in check:
             errors.append(f"compose service {name}: health check {check!r} does not ask {wanted}")
+        volumes = [str(v).split(":") for v in svc.get("volumes", [])]
+        if service in REGISTRY_USERS and [str(settings.registry_dir)] not in [v[1:2] for v in volumes]:
+            errors.append(f"compose service {name}: the registry {settings.registry_dir} is not on a volume")
     missing = sorted(set(services) - seen)
     if missing:
         errors.append(f"no compose service runs {', '.join(missing)}")

@@ -1,9 +1,10 @@
 """More streams workers share the slices by consumer group, and a worker that joins or leaves
 mid-stream moves detector state with its partitions, so nothing is lost or doubled.
 
-Two workers (a, b) start on six partitions while a paced producer writes a stream with three
-mean shifts (one before, one during, one after the third worker's stay). A third worker (c)
-joins once a third of the stream is out and leaves cleanly (SIGTERM) at two thirds, both while
+Two workers (a, b), started by the launcher of ``driftctl run --workers streams=2``, share six
+partitions while a paced producer writes a stream with four mean shifts (before, during and
+after the third worker's stay). A third worker (c), started on its own as on another machine,
+joins once a fifth of the stream is out and leaves cleanly (SIGTERM) at two thirds, both while
 events flow. A single worker then reads the same stream under another app id. The group's
 alerts must be the single worker's alerts, each once, with the same content; the group must
 have committed every event; every slice's last snapshot must have counted each of its events
@@ -39,8 +40,8 @@ PER_SLICE = 2400
 JOIN_AT, LEAVE_AT = PER_SLICE // 5, 2 * PER_SLICE // 3  # slice index at which c starts / leaves
 # Slices go to partition crc32(slice) % 6: region-1 -> 0, region-4/7 -> 1, region-0 -> 2,
 # region-5/6 -> 3, region-2/3 -> 4 (5 is empty). The range assignor orders members by id
-# (client.id = worker id first): a [0,1,2] b [3,4,5] with two, a [0,1] b [2,3] c [4,5] with
-# three. So region-2 and region-3 go b -> c -> b, and region-0 a -> b -> a.
+# (client.id = worker id first: a is w-1, b w-2, c w-3): a [0,1,2] b [3,4,5] with two, a [0,1]
+# b [2,3] c [4,5] with three. So region-2 and region-3 go b -> c -> b, and region-0 a -> b -> a.
 DRIFTS = (
     Drift("region-1", "amount", 500, size=2.0),  # before c joins; a's throughout
     Drift("region-3", "amount", 1000, size=2.0),  # while c owns it
@@ -137,13 +138,15 @@ def test_a_worker_joining_and_leaving_mid_stream_changes_no_alert_and_loses_no_e
     logs: dict[str, Path] = {}
     groups: dict[str, ServiceGroup] = {}
     try:
-        for w in ("a", "b"):
-            groups[w], logs[w] = start(shared, tmp_path, w)
+        # a and b as `driftctl run --workers streams=2` starts them: worker ids w-1 and w-2
+        groups["ab"] = start_services(shared.model_copy(update={"worker_id": "w"}), ("streams",),
+                                      log_dir=tmp_path / "ab", workers={"streams": 2})  # fmt: skip
+        logs["a"], logs["b"] = tmp_path / "ab" / "streams.log", tmp_path / "ab" / "streams-2.log"
         wait_for(lambda: len(members(admin, shared.app_id)) == 2, "a and b to form the group", 60, logs)
         producer.start()
 
         wait_for(lambda: producer.sent >= JOIN_AT * n, "a fifth of the stream", 60, logs)
-        groups["c"], logs["c"] = start(shared, tmp_path, "c")
+        groups["c"], logs["c"] = start(shared, tmp_path, "w-3")  # sorts after w-1 and w-2
         wait_for(lambda: len(members(admin, shared.app_id)) == 3, "c to join", 60, logs)
         sent_at_join = producer.sent
         c_in.set()
@@ -162,8 +165,8 @@ def test_a_worker_joining_and_leaving_mid_stream_changes_no_alert_and_loses_no_e
     finally:
         c_in.set()
         c_gone.set()
-        codes = {w: g.stop()["streams"] for w, g in groups.items()}
-    assert set(codes.values()) == {0}, codes
+        codes = {f"{g}/{k}": code for g, group in groups.items() for k, code in group.stop().items()}
+    assert set(codes.values()) == {0} and len(codes) == 3, codes
     assert 0 < sent_at_join < sent_at_leave < len(events), (sent_at_join, sent_at_leave)
 
     # no event lost or doubled: every slice's last snapshot counted each of its events once
@@ -191,7 +194,7 @@ def test_a_worker_joining_and_leaving_mid_stream_changes_no_alert_and_loses_no_e
     alerts = read_topic(stream, stream.topics.alerts, decode=value_decoder(ALERT.decode), timeout=30)
     assert len(alerts) == sum(end_offsets(stream, stream.topics.alerts).values())
     ref = {a["alert_id"]: a for a in alerts if a["worker_id"] == "single"}
-    got = [a for a in alerts if a["worker_id"] in ("a", "b", "c")]
+    got = [a for a in alerts if a["worker_id"] in ("w-1", "w-2", "w-3")]
     assert {(a["slice"], a["feature"]) for a in ref.values()} >= {(d.slice, d.feature) for d in DRIFTS}
     counts = Counter(a["alert_id"] for a in got)
     assert set(counts) == set(ref), "the group detected other changes than one worker did"

@@ -41,7 +41,7 @@ def test_the_plain_loop_updates_one_adwin_per_slice_and_feature_and_finds_a_plai
     assert result["events"] == 4000 and result["detectors"] == 4  # 2 slices x 2 features
     assert result["measured_events"] == 4000 - 499  # the clock starts after the first batch (499 events + the error)
     assert result["changes"] >= 2  # amount shifts by 10 in both slices
-    assert result["events_per_second"] > 0
+    assert result["events_per_second"] > 0 and result["cpu_seconds"] >= 0
 
 
 def test_only_samples_from_the_complete_group_count():
@@ -57,9 +57,10 @@ def test_worker_events_reads_the_shutdown_line():
 
 
 def test_summary_has_the_ratio_the_scaling_and_a_row_each():
-    plain = [{"events_per_second": 40_000.0}, {"events_per_second": 60_000.0}]
+    plain = [{"events_per_second": 40_000.0, "events_per_cpu_second": 50_000.0},
+             {"events_per_second": 60_000.0, "events_per_cpu_second": 70_000.0}]  # fmt: skip
     runs = {
-        1: [{"events_per_second": 20_000.0, "committed_before_complete": 0}],
+        1: [{"events_per_second": 20_000.0, "committed_before_complete": 0, "events_per_cpu_second": 15_000.0}],
         2: [{"events_per_second": 30_000.0, "committed_before_complete": 4000,
              "worker_events": {"streams-1": 120, "streams-2": 80}}],
     }  # fmt: skip
@@ -69,6 +70,7 @@ def test_summary_has_the_ratio_the_scaling_and_a_row_each():
     text = format_summary(result)
     assert "plain loop" in text and "0.40 of the plain loop" in text and "1.50x one worker" in text
     assert "120/80" in text and "4,000 events before" in text
+    assert result["cpu_ratio"] == pytest.approx(0.25) and "15,000 events: 0.25" in text
     no_baseline = throughput_summary([], runs, events=200, slices=5, features=2)
     assert "ratio" not in no_baseline and "plain loop" not in format_summary(no_baseline)
 
@@ -81,4 +83,23 @@ def test_rounds_give_medians_and_the_scaling_of_each_round():
     assert result["rounds"] == 3 and result["baseline_events_per_s"] == 42_500
     assert result["workers_events_per_s"] == {"1": 20_000, "2": 30_000}
     assert result["scaling"]["2"] == pytest.approx(1.5)  # median of 1.5, 1.8, 1.5
+    assert "cpu_ratio" not in result  # no CPU times measured
     assert "runs 20,000, 5,000, 22,000" in format_summary(result)
+
+
+def test_cpu_watch_measures_this_process_between_two_times():
+    import os
+    import time
+
+    from deploy.bench_throughput import CpuWatch, process_cpu_seconds
+
+    before = process_cpu_seconds(os.getpid())
+    start = time.monotonic()
+    watch = CpuWatch([os.getpid()], start, poll=0.01)
+    busy_until = time.monotonic() + 0.3
+    while time.monotonic() < busy_until:  # spend CPU, so the watch sees some
+        sum(range(1000))
+    watch.stop()
+    assert before is not None and process_cpu_seconds(os.getpid()) > before
+    assert watch.between(0.0, time.monotonic() - start) > 0
+    assert process_cpu_seconds(2**22 + 12345) is None  # no such process

@@ -27,8 +27,7 @@ def test_the_shipped_manifests_pass_every_check():
 
 def test_every_object_is_checked():
     kinds = sorted(d["kind"] for _, d in load_documents(K8S_DIR.glob("*.yaml")))
-    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Deployment", "Deployment", "Deployment", "Job",
-                     "PersistentVolumeClaim", "Secret"]  # fmt: skip
+    assert kinds == ["ConfigMap", *["Deployment"] * 5, "Job", "PersistentVolumeClaim", "Secret"]
 
 
 @pytest.fixture
@@ -62,8 +61,11 @@ def problems(copy: Path) -> list[str]:
         ("k8s/router.yaml", "containerPort: 9462", "containerPort: 9460", "router serves /metrics on 9462"),
         ("k8s/sink.yaml", '"deploy.services", "sink"', '"deploy.services", "sinks"', "runs none of"),
         ("k8s/retrain.yaml", "claimName: driftwatch-models", "claimName: driftwatch-models\n        - name: x\n          emptyDir: {}", ""),
+        ("k8s/rollout.yaml", "          persistentVolumeClaim:\n            claimName: driftwatch-models", "          emptyDir: {}",
+         "the registry /var/lib/driftwatch/models is not on a persistent volume"),
     ],
-    ids=["misspelt-field", "wrong-type", "required", "unknown-setting", "bad-value", "probe-port", "no-sink", "extra-volume-ok"],
+    ids=["misspelt-field", "wrong-type", "required", "unknown-setting", "bad-value", "probe-port", "no-sink", "extra-volume-ok",
+         "rollout-registry"],
 )  # fmt: skip
 def test_a_broken_kubernetes_manifest_fails(copy, file, old, new, expected):
     edit(copy / file, old, new)
@@ -83,8 +85,10 @@ def test_a_broken_kubernetes_manifest_fails(copy, file, old, new, expected):
         ("compose/compose.yaml", "127.0.0.1:9461/metrics", "127.0.0.1:9460/metrics", "does not ask http://127.0.0.1:9461"),
         ("compose/drift.env", "DRIFT_EVENTS_PARTITIONS=6", "DRIFT_EVENTS_PARTITIONS=0", "events_partitions"),
         ("compose/drift.env", "DRIFT_PROGRESS=off", "DRIFT_PROGRES=off", "DRIFT_PROGRES"),
+        ("compose/compose.yaml", "      - models:/var/lib/driftwatch/models  # candidates", "      - /tmp:/tmp  # candidates",
+         "rollout: the registry /var/lib/driftwatch/models is not on a volume"),
     ],
-    ids=["misspelt-key", "wrong-type", "health-port", "bad-value", "unknown-setting"],
+    ids=["misspelt-key", "wrong-type", "health-port", "bad-value", "unknown-setting", "rollout-registry"],
 )  # fmt: skip
 def test_a_broken_compose_file_fails(copy, file, old, new, expected):
     edit(copy / file, old, new)
