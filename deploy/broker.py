@@ -60,8 +60,14 @@ class LocalBroker:
         lib_dir: Path | str | None = None,
         start_timeout: float = 60.0,
         stop_timeout: float = 30.0,
+        extra_listener: tuple[str, int] | None = None,
+        extra_properties: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
+        # a second client listener (e.g. ("SASL_SSL", port)) and broker properties for it, beside
+        # the PLAINTEXT one that up() waits on: how the TLS + SCRAM integration test gets its broker
+        self.extra_listener = extra_listener
+        self.extra_properties = dict(extra_properties or {})
         self.home = Path(settings.run_dir).resolve() / "kafka"
         self.lib_dir = Path(lib_dir).resolve() if lib_dir else self.home / "lib"
         self.data_dir = self.home / "data"
@@ -271,6 +277,12 @@ class LocalBroker:
             "log.retention.check.interval.ms": "300000",
             "delete.topic.enable": "true",
         }
+        if self.extra_listener is not None:
+            name, port = self.extra_listener
+            props["listeners"] += f",{name}://127.0.0.1:{port}"
+            props["advertised.listeners"] += f",{name}://127.0.0.1:{port}"
+            props["listener.security.protocol.map"] += f",{name}:{name}"
+        props.update(self.extra_properties)
         text = "# written by deploy/broker.py on every `up`; edits are lost\n"
         text += "".join(f"{k}={v}\n" for k, v in props.items())
         self.properties.write_text(text)

@@ -46,6 +46,12 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.broker import LocalBroker
 
     status = LocalBroker(settings).status()
+    try:  # with this process's own address and security settings: a wrong one shows here
+        from runtime.preflight import check_kafka
+
+        status["kafka"] = {"reachable": True, "brokers": check_kafka(settings, timeout=5.0)}
+    except DriftError as exc:
+        status["kafka"] = {"reachable": False, "error": str(exc)}
     try:  # through the sink's query socket while the services hold the embedded store
         from consumers.query_server import open_reader
 
@@ -58,13 +64,14 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - status reports, never fails
         status["clickhouse"] = {"reachable": False, "error": str(exc)}
     print(json.dumps(status, indent=2, default=str))
-    return 0 if status.get("running") else 1
+    return 0 if status["kafka"]["reachable"] else 1
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.services import SERVICES, start_services
 
     names = tuple(args.only.split(",")) if args.only else SERVICES
+    preflight(settings)
     group = start_services(settings, names)
     print(f"running {', '.join(names)}; Ctrl-C stops them", file=sys.stderr)
     stopping = False
@@ -84,6 +91,15 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     codes = group.stop()
     print(f"stopped: {codes}", file=sys.stderr)
     return 0 if stopping and all(c in (0, -signal.SIGTERM) for c in codes.values()) else 1
+
+
+def preflight(settings: Settings) -> None:
+    """What every service would trip on at start, checked once here: one line, in seconds."""
+    from runtime.preflight import check_kafka
+    from streams.config import model_config
+
+    model_config(settings)  # a bad DRIFT_DETECTION_CONFIG: ConfigError naming the file and the key
+    check_kafka(settings)  # unreachable, wrong TLS or SASL: InfraError naming the setting
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
@@ -217,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(load_settings(), args)
     except DriftError as exc:
-        print(f"driftctl {args.command}: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message carried (YAML marks...)
+        print(f"driftctl {args.command}: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -105,11 +105,19 @@ def run_one(name: str, settings: Settings) -> None:
 def main() -> None:
     from runtime.logs import setup_logging
     from runtime.metrics import start_metrics
+    from runtime.preflight import check_kafka
+    from schemas.errors import DriftError
 
-    name, settings = sys.argv[1] if len(sys.argv) > 1 else "", load_settings()
-    setup_logging(settings, name)  # DRIFT_LOG_FORMAT=json: one JSON object per line
-    start_metrics(settings, name)  # /metrics on DRIFT_METRICS_PORT + the service's offset
-    run_one(name, settings)
+    name = sys.argv[1] if len(sys.argv) > 1 else ""
+    try:
+        settings = load_settings()
+        setup_logging(settings, name)  # DRIFT_LOG_FORMAT=json: one JSON object per line
+        check_kafka(settings)  # a wrong address, certificate or password: one line naming the setting
+        start_metrics(settings, name)  # /metrics on DRIFT_METRICS_PORT + the service's offset
+        run_one(name, settings)
+    except DriftError as exc:  # a bad setting or config at start: one line, exit 2, no traceback
+        print(f"{name or 'service'}: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

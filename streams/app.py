@@ -43,6 +43,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from runtime import metrics
 from runtime.kafka import watermarks
+from schemas.codec import EventLimits
 from schemas.errors import ConfigError, DriftError
 from schemas.settings import Settings
 from streams.config import build_monitor, model_config
@@ -106,6 +107,7 @@ class StreamsApp:
         self.monitor: Monitor = build_monitor(settings, loader=self._load, config=config)
         base_dir = settings.detection_config.parent if settings.detection_config else None
         self.sources = build_sources(config.sources, base_dir) if config is not None else {}
+        self.limits = EventLimits.from_settings(settings)  # ids, feature count: longer is dead-lettered
         self.topics = [self.topic, *self.sources]  # users' own topics, mapped onto events (streams/sources.py)
         # bridged sources' partitions carry no slice state: their events are forwarded to the events topic
         self.bridged = frozenset(t for t, s in self.sources.items() if s.bridged)
@@ -191,7 +193,7 @@ class StreamsApp:
                     log.warning("consumer error: %s", err)
                 continue
             batch.append(Message(m.key(), m.value(), m.topic(), m.partition(), m.offset(), m.timestamp()[1]))
-        out = handle_batch(self.monitor, batch, int(time.time() * 1000), self.sources)
+        out = handle_batch(self.monitor, batch, int(time.time() * 1000), self.sources, self.limits)
         metrics.observe_streams(out, len(batch), self.topic)
         self._send(out)
         for msg in batch:
