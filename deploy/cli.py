@@ -158,6 +158,16 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, events_per_slice=args.events_per_slice)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.suite == "detect":
         from deploy.bench_detect import run_detect_bench
@@ -167,6 +177,11 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from deploy.bench_retrain import run_retrain_bench
 
         result = run_retrain_bench(settings, out=sys.stderr, quick=args.quick)
+    elif args.baseline or args.workers > 1:  # side by side: the plain loop, 1..N workers
+        from deploy.bench_throughput import compare_throughput, format_summary
+
+        result = compare_throughput(settings, args.events, baseline=args.baseline, workers=args.workers)
+        print(format_summary(result))
     else:  # throughput of one streams worker
         from deploy.bench_throughput import measure_worker_throughput
 
@@ -214,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("suite", choices=("detect", "throughput", "retrain"))
     b.add_argument("--quick", action="store_true", help="a small version of the suite")
     b.add_argument("--events", type=int, default=200_000, help="events for the throughput suite")
+    b.add_argument("--baseline", action="store_true",
+                   help="throughput: also the plain loop (1 consumer, fastavro, 1 ADWIN per slice x feature), and the ratio")
+    b.add_argument("--workers", type=_positive_int, default=1,
+                   help="throughput: also 2..N streams workers in one group, side by side with one")
     b.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     b.set_defaults(fn=cmd_bench)
     # Commands of the retraining and monitoring areas live next to their code.

@@ -305,3 +305,15 @@ def read_topic(settings: Settings, topic: str, **kwargs: Any) -> list[Any]:
     kwargs.setdefault("until_end", True)
     with closing(iter_topic(settings, topic, **kwargs)) as records:
         return list(records)
+
+
+def group_assignment(admin: Any, group: str, timeout: float = 10.0) -> dict[str, list[tuple[str, int]]] | None:
+    """{member's client id: [(topic, partition), ...]} of a *stable* consumer group, else None
+    (rebalancing, empty, or unknown). ``admin`` is an ``AdminClient``; one try, no retries."""
+    description = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result()
+    if description.state.name != "STABLE":
+        return None
+    return {
+        m.client_id: sorted((tp.topic, tp.partition) for tp in (m.assignment.topic_partitions if m.assignment else []))
+        for m in description.members
+    }
