@@ -44,7 +44,7 @@ from typing import Any
 
 from streams.batch import run_group
 from streams.channel import Channel, new_channel
-from streams.collect import CategoricalBatch, ErrorBatch, GroupBatch, LabelBatch, NumericBatch
+from streams.collect import ABSENT, Column, categorical_inputs, error_inputs, label_inputs, numeric_inputs
 from streams.detectors import Detector
 from streams.records import Finding, Position, RawPosition, StatPoint, alert_record, stat_record
 from streams.state import FEED_ORDER, GROUP_CHANNELS, LABEL_GROUP, Group, SliceState
@@ -178,89 +178,74 @@ class Monitor:
     def _slice_batch(self, st: SliceState, items: Sequence[Item], idx: list[int], now_ms: int,
                      alerts: list, stats: list) -> None:
         last_offset = st.last_offset
-        numeric: dict[str, NumericBatch | None] = {}
-        categorical: dict[str, CategoricalBatch | None] = {}
-        label: LabelBatch | None = None
-        error: ErrorBatch | None = None
+        events: list[dict[str, Any]] = []
+        E: list[int] = []  # the batch index of each of the slice's events
+        P: list[RawPosition] = []
         for e in idx:
             event, topic, partition, offset = items[e]
             where = (topic, partition)
             if offset <= last_offset.get(where, -1):
                 continue  # already applied (replay after restore): state must not double count
             last_offset[where] = offset
-            st.events_since_snapshot += 1
-            st.events += 1
+            events.append(event)
+            E.append(e)
             # a plain tuple, not a Position: the channels keep 1024 of them each, and plain
             # tuples pickle in C, which keeps snapshots cheap
-            pos = (topic, partition, offset, event["event_time"])
-            for name, value in event["features"].items():
-                try:
-                    b = numeric[name]
-                except KeyError:
-                    b = numeric[name] = self._numeric_batch(st, name, len(numeric))
-                if b is not None:
-                    b.add(e, value, pos)
-            cats = event.get("categorical")
-            if cats:
-                for name, value in cats.items():
-                    try:
-                        c = categorical[name]
-                    except KeyError:
-                        c = categorical[name] = self._categorical_batch(st, name, CATEGORICAL_RANK + len(categorical))
-                    if c is not None:
-                        c.add(e, value, pos)
-            y = event.get("label")
-            if y is None:
-                continue
-            if label is None:
-                if st.label is None:
-                    st.label = self._new_group(st.model, "label", LABEL_GROUP)
-                if st.label is not None:
-                    label = LabelBatch(st.label, LABEL_RANK)
-            if label is not None:
-                label.add(e, y, pos)
-            prediction = event.get("prediction")
-            if prediction is not None:
-                if error is None:
-                    if st.error is None:
-                        st.error = self._new_group(st.model, "error", None)
-                    if st.error is not None:
-                        error = ErrorBatch(st.error, ERROR_RANK)
-                if error is not None:
-                    error.add(e, y, prediction, pos)
-        batches: list[GroupBatch | None] = [*numeric.values(), *categorical.values(), label, error]
-        for b in batches:
-            if b is not None:
-                self._run(st, b, now_ms, alerts, stats)
-
-    def _numeric_batch(self, st: SliceState, name: str, rank: int) -> NumericBatch | None:
-        try:
-            g = st.numeric[name]
-        except KeyError:
-            g = st.numeric[name] = self._new_group(st.model, "numeric", name)
+            P.append((topic, partition, offset, event["event_time"]))
+        if not events:
+            return
+        st.events_since_snapshot += len(events)
+        st.events += len(events)
         cfg = self.config
-        return None if g is None else NumericBatch(g, rank, cfg.stats_every_events, cfg.range_reference,
-                                                   cfg.range_margin)  # fmt: skip
+        for rank, name in enumerate(dict.fromkeys(k for ev in events for k in ev["features"])):
+            try:
+                g = st.numeric[name]
+            except KeyError:
+                g = st.numeric[name] = self._new_group(st.model, "numeric", name)
+            if g is not None:
+                col = Column.of([ev["features"].get(name, ABSENT) for ev in events], E, P)
+                points: list[tuple[int, StatPoint]] = []
+                inputs = numeric_inputs(g, col, cfg.stats_every_events, cfg.range_reference, cfg.range_margin, points)
+                self._run(st, g, rank, inputs, points, now_ms, alerts, stats)
+        cats = [ev.get("categorical") or {} for ev in events]
+        for rank, name in enumerate(dict.fromkeys(k for c in cats for k in c), CATEGORICAL_RANK):
+            try:
+                g = st.categorical[name]
+            except KeyError:
+                g = st.categorical[name] = self._new_group(st.model, "categorical", name)
+            if g is not None:
+                inputs = categorical_inputs(g, Column.of([c.get(name, ABSENT) for c in cats], E, P))
+                self._run(st, g, rank, inputs, [], now_ms, alerts, stats)
+        labels = Column.of([ABSENT if (y := ev.get("label")) is None else y for ev in events], E, P)
+        if not labels.values:
+            return
+        if st.label is None:
+            st.label = self._new_group(st.model, "label", LABEL_GROUP)
+        if st.label is not None:
+            self._run(st, st.label, LABEL_RANK, label_inputs(st.label, labels), [], now_ms, alerts, stats)
+        predicted = Column.of([ABSENT if ev.get("label") is None or ev.get("prediction") is None
+                               else (ev["label"], ev["prediction"]) for ev in events], E, P)  # fmt: skip
+        if not predicted.values:
+            return
+        if st.error is None:
+            st.error = self._new_group(st.model, "error", None)
+        if st.error is not None:
+            ys = Column([y for y, _ in predicted.values], predicted.events, predicted.positions)
+            inputs = error_inputs(st.error, ys, [p for _, p in predicted.values])
+            self._run(st, st.error, ERROR_RANK, inputs, [], now_ms, alerts, stats)
 
-    def _categorical_batch(self, st: SliceState, name: str, rank: int) -> CategoricalBatch | None:
-        try:
-            g = st.categorical[name]
-        except KeyError:
-            g = st.categorical[name] = self._new_group(st.model, "categorical", name)
-        return None if g is None else CategoricalBatch(g, rank)
-
-    def _run(self, st: SliceState, b: GroupBatch, now_ms: int, alerts: list, stats: list) -> None:
-        cfg, g = self.config, b.g
+    def _run(self, st: SliceState, g: Group, rank: int, inputs: list, points: list[tuple[int, StatPoint]],
+             now_ms: int, alerts: list, stats: list) -> None:
+        """The group's channels through the batch; records keyed by (event, group rank, channel order)."""
+        cfg = self.config
 
         def on_alert(e: int, ch: Channel, f: Finding, pos: RawPosition) -> None:
             record = alert_record(st.model, st.slice, g.feature, ch.name, ch.alert_type, ch.detector, f,
                                   Position(*pos), cfg.worker_id, cfg.app_version, now_ms)  # fmt: skip
-            alerts.append(((e, b.rank, FEED_ORDER[ch.name]), record))
+            alerts.append(((e, rank, FEED_ORDER[ch.name]), record))
 
         def on_stat(e: int, p: StatPoint, detector_key: str, state: str) -> None:
-            stats.append(((e, b.rank), stat_record(st.model, st.slice, g.feature, detector_key, p, state,
-                                                   cfg.worker_id, now_ms)))  # fmt: skip
+            stats.append(((e, rank), stat_record(st.model, st.slice, g.feature, detector_key, p, state,
+                                                 cfg.worker_id, now_ms)))  # fmt: skip
 
-        run_group(g, b.inputs(), b.stats, self.confirm_events, cfg.cooldown_events, cfg.warmup_events, on_alert,
-                  on_stat)  # fmt: skip
-
+        run_group(g, inputs, points, self.confirm_events, cfg.cooldown_events, cfg.warmup_events, on_alert, on_stat)
