@@ -104,6 +104,10 @@ class ChiSquareDetector(CategoricalDetector):
             self.n_ref = sum(self.reference.values())
         if self._filled < self.window_size or self.n % self.check_every:
             return False
+        return self._check()
+
+    def _check(self) -> bool:
+        """Test each full window against the reference; True when the change persisted."""
         best_margin, hit = -math.inf, None
         for j, w in enumerate(self.windows):
             if self._filled < w:
@@ -179,11 +183,43 @@ class ChiSquareDetector(CategoricalDetector):
                                     self.last_current_mix, self.last_n_ref, self.fired_window)
 
     def scan(self, values: Sequence[Hashable], start: int, signal: list[float] | None = None) -> int:
-        update = self.update
-        for i in range(start, len(values)):
-            if update(values[i]):
+        """:meth:`update` on ``values[start:]`` until a detection, the two-window bookkeeping in locals."""
+        n, i, update = len(values), start, self.update
+        while i < n and (len(self.windows) != 2 or (self.n_ref < self.reference_size and self._filled == 0)):
+            if update(values[i]):  # a single window, or the reference still filling: the plain path
                 return i
-        return len(values)
+            i += 1
+        if i >= n:
+            return n
+        ring, size, w, every = self._ring, len(self._ring), self.window_size, self.check_every
+        short, long_ = self._counts
+        ref, f, head, n_ref, count = self.reference, self._filled, self._head, self.n_ref, self.n
+        while i < n:
+            x = values[i]
+            count += 1
+            j = f if f < size else head
+            if f >= size:  # the slot being overwritten holds the value leaving the largest window
+                old = ring[j]
+                long_[old] -= 1
+                ref[old] = ref.get(old, 0) + 1  # ... which joins the reference
+                n_ref += 1
+            long_[x] = long_.get(x, 0) + 1
+            if f >= w:
+                short[ring[j - w]] -= 1  # j - w < 0 wraps around, as the ring does
+            short[x] = short.get(x, 0) + 1
+            ring[j] = x
+            head = j + 1 if j + 1 < size else 0
+            f += 1
+            if n_ref > self.max_reference:
+                ref = {c: k // 2 for c, k in ref.items() if k // 2}
+                n_ref = sum(ref.values())
+            if f >= w and not count % every:
+                self.reference, self._filled, self._head, self.n_ref, self.n = ref, f, head, n_ref, count
+                if self._check():
+                    return i
+            i += 1
+        self.reference, self._filled, self._head, self.n_ref, self.n = ref, f, head, n_ref, count
+        return n
 
     def clone(self) -> ChiSquareDetector:
         return ChiSquareDetector(
