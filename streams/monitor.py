@@ -83,6 +83,7 @@ class BatchOutput:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     stats: list[dict[str, Any]] = field(default_factory=list)
     states: dict[tuple[str, str], SliceState] = field(default_factory=dict)  # slices the batch reached
+    last: dict[tuple[str, str], int] = field(default_factory=dict)  # slice -> its last item in the batch
     failed: list[tuple[list[int], Exception]] = field(default_factory=list)  # (items of a slice, why it failed)
 
 
@@ -164,6 +165,7 @@ class Monitor:
         alerts: list[tuple[tuple[int, int, int], dict[str, Any]]] = []
         stats: list[tuple[tuple[int, int], dict[str, Any]]] = []
         for key, idx in by_slice.items():
+            out.last[key] = idx[-1]
             try:
                 st = out.states[key] = self.state(*key)
                 self._slice_batch(st, items, idx, now_ms, alerts, stats)

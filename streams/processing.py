@@ -139,16 +139,14 @@ def handle_batch(
         for msg in origin:
             _failed(out, msg, exc, worker, now_ms)
         return out
-    lost = set()
+    failed = {key for key, last in result.last.items() if any(last in idx for idx, _ in result.failed)}
     for idx, exc in result.failed:
         for e in idx:
-            lost.add(e)
             _failed(out, origin[e], exc, worker, now_ms)
-    for e, (event, _topic, partition, _offset) in enumerate(items):
-        if e not in lost:
-            key = (event["model"], event["slice"])
-            out.touched[key] = partition
-            out.state = result.states.get(key, out.state)
+    for key, last in sorted(result.last.items(), key=lambda kv: kv[1]):  # the last-updated slice last
+        if key not in failed:
+            out.touched[key] = items[last][2]
+            out.state = result.states[key]
     for codec, records, dest in ((ALERT, result.alerts, out.alerts), (STAT, result.stats, out.stats)):
         for record in records:
             try:
