@@ -22,7 +22,17 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from runtime.topics import ensure_topics
 
     broker = LocalBroker(settings)
-    if broker.host in LOCAL_HOSTS and "," not in settings.kafka_bootstrap:
+    if args.brokers is not None and args.brokers > 1:
+        from deploy.cluster import LocalCluster
+
+        cluster = LocalCluster(settings, args.brokers)
+        cluster.up()
+        settings = settings.model_copy(update={"kafka_bootstrap": cluster.bootstrap})
+        st = cluster.status()
+        print(f"local cluster of {st['brokers']} brokers up (replication factor {st['replication_factor']}, "
+              f"min.insync.replicas {st['min_insync_replicas']}); for every client:\n"
+              f"  export DRIFT_KAFKA_BOOTSTRAP={cluster.bootstrap}")  # fmt: skip
+    elif broker.host in LOCAL_HOSTS and "," not in settings.kafka_bootstrap:
         broker.up()
         print(f"local broker up at {settings.kafka_bootstrap}")
     else:
@@ -36,16 +46,20 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.broker import LocalBroker
+    from deploy.cluster import LocalCluster
 
-    LocalBroker(settings).down()
-    print("broker stopped")
+    nodes = LocalCluster(settings).down()  # the cluster last brought up here, if any
+    single = LocalBroker(settings).down()
+    print(f"stopped: {nodes} cluster node(s), {'the' if single else 'no'} single broker")
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.broker import LocalBroker
+    from deploy.cluster import LocalCluster
 
-    status = LocalBroker(settings).status()
+    cluster = LocalCluster(settings)
+    status = cluster.status() if cluster.nodes else LocalBroker(settings).status()
     try:  # with this process's own address and security settings: a wrong one shows here
         from runtime.preflight import check_kafka
 
@@ -64,16 +78,24 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - status reports, never fails
         status["clickhouse"] = {"reachable": False, "error": str(exc)}
     print(json.dumps(status, indent=2, default=str))
-    return 0 if status["kafka"]["reachable"] else 1
+    if not status["kafka"]["reachable"]:
+        print(f"driftctl status: {status['kafka']['error']}", file=sys.stderr)  # the one line to read
+        return 1
+    return 0
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from deploy.services import SERVICES, start_services
+    from deploy import services
+    from runtime.metrics import start_metrics
 
-    names = tuple(args.only.split(",")) if args.only else SERVICES
-    preflight(settings)
-    group = start_services(settings, names)
-    print(f"running {', '.join(names)}; Ctrl-C stops them", file=sys.stderr)
+    names = services.check_names(tuple(n.strip() for n in args.only.split(","))) if args.only else services.SERVICES
+    workers = services.parse_workers(args.workers, names)
+    slots = services.plan_slots(settings, workers)  # checks the plan before anything starts
+    preflight(settings)  # the model config and the cluster: one line, before anything starts
+    start_metrics(settings, "supervisor", port=services.supervisor_port(settings, slots))
+    group = services.start_services(settings, names, workers=workers)
+    shown = ", ".join(n if workers[n] == 1 else f"{n} x{workers[n]}" for n in names)
+    print(f"running {shown}; a service that dies is restarted; Ctrl-C stops them", file=sys.stderr)
     stopping = False
 
     def request_stop(*_: object) -> None:
@@ -82,14 +104,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    while not stopping:
-        dead = [n for n, ok in group.alive().items() if not ok]
-        if dead:
-            print(f"service(s) exited: {', '.join(dead)}; stopping the rest", file=sys.stderr)
-            break
+    while not stopping and group.fatal is None:
+        group.supervise()  # restarts a dead service with backoff; each restart logged (WARNING)
         time.sleep(0.5)
     codes = group.stop()
-    print(f"stopped: {codes}", file=sys.stderr)
+    print(f"stopped: {codes}; restarts: {group.restarts()}", file=sys.stderr)
     return 0 if stopping and all(c in (0, -signal.SIGTERM) for c in codes.values()) else 1
 
 
@@ -198,13 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="driftctl", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start the local broker, create topics, apply the ClickHouse schema").set_defaults(fn=cmd_up)
-    sub.add_parser("down", help="stop the local broker").set_defaults(fn=cmd_down)
+    u = sub.add_parser("up", help="start the local broker, create topics, apply the ClickHouse schema")
+    u.add_argument("--brokers", type=int, metavar="N", help="a local KRaft cluster of N nodes (default: one broker)")
+    u.set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop the local broker or cluster").set_defaults(fn=cmd_down)
     sub.add_parser("status", help="broker, topics and ClickHouse as JSON").set_defaults(fn=cmd_status)
     r = sub.add_parser("run", help="all services in the foreground; Ctrl-C stops them")
     from deploy.services import SERVICES
 
     r.add_argument("--only", help=f"comma-separated subset of {','.join(SERVICES)}")
+    r.add_argument("--workers", metavar="NAME=N,...", help="processes per service in its consumer group (streams=2,retrain=2)")
     r.set_defaults(fn=cmd_run)
     pr = sub.add_parser("produce", help="JSON-lines events to the events topic")
     pr.add_argument("--file", required=True)

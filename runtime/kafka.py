@@ -11,6 +11,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
+from runtime.kafka_logs import kafka_log_config
 from schemas.errors import InfraError, SchemaError
 from schemas.settings import Settings
 
@@ -73,7 +74,9 @@ def retry_transient(call: Callable[[], T], what: str, *, timeout: float = 60.0, 
 
 def _probe(settings: Settings, group: str | None = None) -> Consumer:
     return Consumer(
-        settings.confluent_config(**{"group.id": group or f"probe-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False})
+        settings.confluent_config(**{
+            "group.id": group or f"probe-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False, **kafka_log_config(log),
+        })
     )
 
 

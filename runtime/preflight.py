@@ -2,8 +2,10 @@
 naming the setting, instead of as librdkafka's endless reconnect log.
 
 :func:`check_kafka` asks the cluster for its metadata with the process's own security
-settings, librdkafka's logs silenced, and turns what librdkafka reported into one
-:class:`InfraError` (or :class:`ConfigError` for a rejected client property).
+settings, librdkafka's logs silenced, and turns what librdkafka reported into one line:
+a :class:`ConfigError` when a setting is wrong (a refused login, an untrusted certificate, a
+TLS handshake that fails, a client property librdkafka rejects; restarting will not help)
+and an :class:`InfraError` when no broker answers (it may be starting, or away).
 :func:`explain` is the pure part: librdkafka error (code name and text) -> the sentence.
 """
 
@@ -39,7 +41,7 @@ def explain(settings: Settings, code: str, text: str, waited: float) -> str:
     where = settings.kafka_bootstrap
     proto = settings.kafka_security_protocol
     low = text.lower()
-    if code == "_AUTHENTICATION" or "authentication" in low or "sasl" in low and "fail" in low:
+    if code == "_AUTHENTICATION" or "sasl authentication" in low or "invalid credentials" in low:
         return (
             f"DRIFT_KAFKA_SASL_USERNAME / DRIFT_KAFKA_SASL_PASSWORD: {where} refused the "
             f"{settings.kafka_sasl_mechanism} login of user {settings.kafka_sasl_username!r} ({_short(text)})"
@@ -94,14 +96,20 @@ def check_kafka(settings: Settings, timeout: float = 6.0) -> int:
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             last = err.str() if isinstance(err, KafkaError) else str(exc)
+        admin.poll(0)  # serves error_cb: a refused login or certificate arrives only this way
         for err in errors:
-            name = err.name() if hasattr(err, "name") else ""
-            if name in ("_AUTHENTICATION", "_SSL") or err.fatal():
-                raise InfraError(explain(settings, name, err.str(), time.monotonic() - started))
+            if err.name() in ("_AUTHENTICATION", "_SSL") or err.fatal():
+                _raise(explain(settings, err.name(), err.str(), time.monotonic() - started))
         if time.monotonic() - started >= timeout:
             err = errors[-1] if errors else None
             text = err.str() if err is not None else last or "no metadata"
-            raise InfraError(explain(settings, err.name() if err else "", text, timeout))
+            _raise(explain(settings, err.name() if err else "", text, timeout))
+
+
+def _raise(message: str) -> None:
+    if message.startswith("DRIFT_KAFKA_BOOTSTRAP"):
+        raise InfraError(message)
+    raise ConfigError(message)
 
 
 def _property_error(text: str) -> str:

@@ -331,6 +331,19 @@ DEFAULT_LIMITS = EventLimits()
 _ID_SETTING = "DRIFT_EVENT_MAX_ID_LENGTH"
 
 
+def _within(values: Any, top: float) -> bool:
+    """All values in [-top, top] (None and NaN allowed), with C-level min/max on the hot path."""
+    try:
+        lo, hi = min(values), max(values)
+    except TypeError:  # a None among them
+        return all(v is None or -top <= v <= top or math.isnan(v) for v in values)
+    if lo is None or hi is None:  # a lone None
+        return all(v is None or -top <= v <= top or math.isnan(v) for v in values)
+    if math.isnan(lo) or math.isnan(hi):  # a leading NaN sticks in min/max: look at each
+        return all(-top <= v <= top or math.isnan(v) for v in values)
+    return -top <= lo and hi <= top
+
+
 def check_limits(event: dict[str, Any], limits: EventLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     """Raise SchemaError if ``event`` (canonical shape) exceeds ``limits``; return it otherwise."""
     n = limits.max_id_length
@@ -345,11 +358,12 @@ def check_limits(event: dict[str, Any], limits: EventLimits = DEFAULT_LIMITS) ->
             f"(DRIFT_EVENT_MAX_FEATURES)"
         )
     top = limits.max_abs_value
-    for key, v in features.items():
-        if len(key) > n:
-            raise SchemaError(f"event: a feature name is {len(key):,} characters, over the limit of {n} ({_ID_SETTING})")
-        if v is not None and not -top <= v <= top and not math.isnan(v):  # NaN means missing, as null
-            raise SchemaError(f"features.{key}: {v!r} is not a finite number within +-{top:g}")
+    if features and (max(map(len, features)) > n or not _within(features.values(), top)):
+        for key, v in features.items():  # the slow path only names the culprit
+            if len(key) > n:
+                raise SchemaError(f"event: a feature name is {len(key):,} characters, over the limit of {n} ({_ID_SETTING})")
+            if v is not None and not -top <= v <= top and not math.isnan(v):  # NaN means missing, as null
+                raise SchemaError(f"features.{key}: {v!r} is not a finite number within +-{top:g}")
     for key, v in categorical.items():
         if len(key) > n or (v is not None and len(v) > n):
             raise SchemaError(f"categorical.{key[:64]}: name or value over the limit of {n} characters ({_ID_SETTING})")

@@ -39,7 +39,11 @@ class Settings(BaseSettings):
     events_partitions: int = Field(3, ge=1, le=1024)
     alerts_partitions: int = Field(3, ge=1, le=1024)
     other_partitions: int = Field(3, ge=1, le=1024)
-    replication_factor: int = Field(1, ge=1, le=16)
+    replication_factor: int | None = Field(
+        None, ge=1, le=16,
+        description="replicas of the topics driftwatch creates; unset: the cluster's default.replication.factor "
+        "(1 on the local broker, 3 on `driftctl up --brokers 3`)",
+    )
     retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=60_000)
 
     # --- local broker (driftctl up) -----------------------------------------------------

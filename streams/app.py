@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from runtime import metrics
+from runtime.kafka_logs import kafka_log_config
 from schemas.codec import EventLimits
 from schemas.errors import ConfigError, DriftError
 from schemas.settings import Settings
@@ -97,7 +98,9 @@ class StreamsApp:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._ensure_topics()
-        self.producer = Producer(self.settings.producer_config(**{"message.max.bytes": 16 * 1024 * 1024}))
+        self.producer = Producer(
+            self.settings.producer_config(**{"message.max.bytes": 16 * 1024 * 1024, **kafka_log_config(log)})
+        )
         self.consumer = Consumer(
             self.settings.confluent_config(
                 **{
@@ -107,6 +110,7 @@ class StreamsApp:
                     "auto.offset.reset": "earliest",
                     "session.timeout.ms": int(self.settings.streams_session_timeout_seconds * 1000),
                     **metrics.stats_config(self.settings),  # consumer lag gauges (runtime/metrics.py)
+                    **kafka_log_config(log),  # repeated connection errors: once per interval
                 }
             )
         )
