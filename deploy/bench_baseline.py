@@ -28,7 +28,7 @@ from river import drift
 from schemas.codec import EVENT, HEADER_LEN
 from schemas.settings import Settings
 
-ADWIN_CLOCK, ADWIN_GRACE = 32, 10  # streams/detectors.py AdwinDetector's defaults
+ADWIN_CLOCK, ADWIN_GRACE = 32, 10  # streams/detectors/adwin.py AdwinDetector's defaults
 
 
 def plain_loop(settings: Settings, topic: str, total: int, group: str, timeout: float = 300.0) -> dict[str, Any]:

@@ -35,76 +35,28 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import threading
 import time
-import zlib
 from collections.abc import Iterable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from runtime import metrics
-from runtime.kafka import watermarks
 from runtime.kafka_logs import kafka_log_config
 from schemas.codec import EventLimits
 from schemas.errors import ConfigError, DriftError
 from schemas.settings import Settings
+from streams.changelog import SnapshotTable, read_changelog, state_key, state_topic
 from streams.config import build_monitor, model_config
-from streams.monitor import STATE_VERSION, Monitor, SliceState
+from streams.monitor import Monitor
 from streams.processing import CheckpointPolicy, Message, Outgoing, SliceKey, dirty, handle_batch
 from streams.sources import build_sources
+from streams.state import SliceState, StaleSnapshot, decode_state, encode_state
 
 log = logging.getLogger(__name__)
 
-STATE_TABLE = "detector-state"
-ZLIB_MAGIC = b"\x78"  # zlib header; raw pickles (protocol >= 2) start with 0x80
-
-
 class DeliveryFailed(DriftError):
     """The broker did not take an output or a snapshot: stop without committing, replay on restart."""
-
-
-def state_topic(settings: Settings) -> str:
-    """The changelog topic: the name faust gave this table, so its snapshots stay readable."""
-    return f"{settings.app_id}-{STATE_TABLE}-changelog"
-
-
-def state_key(model: str, slice_: str) -> str:
-    return f"{model}\x1f{slice_}"
-
-
-def encode_state(st: SliceState) -> bytes:
-    """zlib level 1: 4x smaller (mostly float buffers) for about a millisecond per slice."""
-    return zlib.compress(pickle.dumps(st, protocol=pickle.HIGHEST_PROTOCOL), 1)
-
-
-def decode_state(blob: bytes) -> SliceState:
-    return pickle.loads(zlib.decompress(blob) if blob[:1] == ZLIB_MAGIC else blob)
-
-
-class SnapshotTable:
-    """The latest snapshot of each slice of the owned partitions: the changelog, in memory."""
-
-    def __init__(self) -> None:
-        self._blobs: dict[str, bytes] = {}
-        self._partition: dict[str, int] = {}
-
-    def put(self, partition: int, key: str, blob: bytes | None) -> None:
-        if blob is None:  # tombstone
-            self._blobs.pop(key, None)
-            self._partition.pop(key, None)
-        else:
-            self._blobs[key], self._partition[key] = blob, partition
-
-    def get(self, key: str) -> bytes | None:
-        return self._blobs.get(key)
-
-    def drop(self, partitions: set[int]) -> None:
-        for key in [k for k, p in self._partition.items() if p in partitions]:
-            self.put(0, key, None)
-
-    def __len__(self) -> int:
-        return len(self._blobs)
 
 
 class StreamsApp:
@@ -360,14 +312,13 @@ class StreamsApp:
             return None
         try:
             st = decode_state(blob)
+        except StaleSnapshot as exc:
+            log.warning("snapshot of model=%s slice=%s is from older code (%s); starting it fresh", model, slice_, exc)
+            return None
         except Exception as exc:  # noqa: BLE001 - an unreadable snapshot (old code) means a fresh start
             log.warning(
                 "snapshot of model=%s slice=%s unreadable (%s); starting it fresh", model, slice_, exc
             )
-            return None
-        if getattr(st, "version", 0) != STATE_VERSION:
-            log.warning("snapshot of model=%s slice=%s is from older code (state version %s); starting it fresh",
-                        model, slice_, getattr(st, "version", 0))  # fmt: skip
             return None
         st.events_since_snapshot = 0
         self.restored += 1
@@ -398,40 +349,6 @@ class StreamsApp:
             },
         )
         create_topics(self.settings, [spec])
-
-
-def read_changelog(
-    settings: Settings, topic: str, partitions: set[int], timeout: float = 120.0
-) -> Iterable[tuple[int, bytes, bytes | None]]:
-    """(partition, key, value) of ``partitions`` from the beginning to the current end."""
-    c = Consumer(
-        settings.confluent_config(
-            **{
-                "group.id": f"{settings.app_id}-restore",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-            }
-        )
-    )
-    try:
-        ends = {p: high for p, (low, high) in watermarks(c, topic, partitions).items() if high > low}
-        if not ends:
-            return
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        deadline = time.monotonic() + timeout
-        while ends:
-            if time.monotonic() > deadline:
-                raise KafkaException(f"restoring {topic} {sorted(ends)} took over {timeout:.0f}s")
-            for m in c.consume(1000, 0.5):
-                if m.error() is not None:
-                    log.warning("changelog read error: %s", m.error())
-                    continue
-                p = m.partition()
-                yield p, m.key(), m.value()
-                if p in ends and m.offset() >= ends[p] - 1:
-                    del ends[p]
-    finally:
-        c.close()
 
 
 def check_source_partitions(counts: dict[str, int], events_topic: str, sources: Iterable[str]) -> None:

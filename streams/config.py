@@ -9,7 +9,8 @@ from typing import Any
 from schemas.settings import Settings
 from streams.detectors import Detector, make_detector
 from streams.model_config import DetectorPlan, ModelConfig, load_model_config
-from streams.monitor import Monitor, MonitorConfig, SliceState
+from streams.monitor import Monitor, MonitorConfig
+from streams.state import SliceState
 
 
 def channel_specs(settings: Settings) -> dict[str, tuple[str, dict[str, Any]]]:

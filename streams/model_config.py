@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.errors import ConfigError, UnknownKeyError
 from streams.detectors import DETECTORS, Detector, detector_params, make_detector
-from streams.monitor import CHANNEL_NAMES, GROUP_CHANNELS, LABEL_GROUP
+from streams.state import CHANNEL_NAMES, GROUP_CHANNELS, LABEL_GROUP
 
 MAIN_CHANNEL = {"numeric": "mean", "categorical": "category", "label": "label", "error": "error"}
 PERFORMANCE = "performance"  # the feature name of the prediction-error group in the config

@@ -26,8 +26,9 @@ from schemas.codec import (
     decode_event,
 )
 from schemas.errors import SchemaError
-from streams.monitor import Monitor, SliceState
+from streams.monitor import Monitor
 from streams.sources import Source
+from streams.state import SliceState
 
 log = logging.getLogger(__name__)
 
@@ -88,52 +89,80 @@ def handle(
     monitor: Monitor, msg: Message, now_ms: int, out: Outgoing | None = None, sources: Mapping[str, Source] | None = None,
     limits: EventLimits = DEFAULT_LIMITS,
 ) -> Outgoing:
-    """Process one message, appending its records to ``out`` (a new Outgoing if None).
-
-    A message of a user's own topic (a key of ``sources``) is mapped onto the canonical
-    event first, and a bridged source's event is forwarded to the events topic instead of
-    monitored here; anything else must be a canonical event (Avro or JSON).
-    """
-    if out is None:
-        out = Outgoing()
-    try:
-        src = sources.get(msg.topic) if sources else None
-        if src is None:
-            event = decode_event(msg.value, limits)
-        else:
-            event = check_limits(src.to_event(msg.value, msg.partition, msg.offset, msg.timestamp_ms), limits)
-            if src.bridged:
-                out.forwards.append((event["slice"].encode(), EVENT.encode(event)))
-                return out
-        result = monitor.observe(event, msg.topic, msg.partition, msg.offset, now_ms)
-        st = out.state = result.state
-        out.touched[(st.model, st.slice)] = msg.partition
-        if result.alerts or result.stats:
-            key = event["slice"].encode()
-            out.alerts.extend((key, ALERT.encode(a)) for a in result.alerts)
-            out.stats.extend((key, STAT.encode(s)) for s in result.stats)
-    except SchemaError as exc:
-        out.dead_letters.append(
-            (msg.key, dead_letter(msg, str(exc), "SchemaError", monitor.config.worker_id, now_ms))
-        )
-    except Exception as exc:
-        log.exception("processing failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-        reason = f"processing error: {type(exc).__name__}: {exc}"
-        out.dead_letters.append(
-            (msg.key, dead_letter(msg, reason, type(exc).__name__, monitor.config.worker_id, now_ms))
-        )
-    return out
+    """Process one message: a batch of one (see :func:`handle_batch`)."""
+    return handle_batch(monitor, [msg], now_ms, sources, limits, out)
 
 
 def handle_batch(
-    monitor: Monitor, msgs: Iterable[Message], now_ms: int, sources: Mapping[str, Source] | None = None,
+    monitor: Monitor,
+    msgs: Iterable[Message],
+    now_ms: int,
+    sources: Mapping[str, Source] | None = None,
     limits: EventLimits = DEFAULT_LIMITS,
+    out: Outgoing | None = None,
 ) -> Outgoing:
-    """A batch shares one Outgoing and one clock reading: no per-event allocation or time()."""
-    out = Outgoing()
+    """Decode a batch, hand its events to the monitor at once, encode what comes back.
+
+    A message of a user's own topic (a key of ``sources``) is mapped onto the canonical
+    event first, and a bridged source's event is forwarded to the events topic instead of
+    monitored here; anything else must be a canonical event (Avro or JSON). A batch shares
+    one Outgoing and one clock reading.
+    """
+    if out is None:
+        out = Outgoing()
+    worker = monitor.config.worker_id
+    items: list[tuple[dict, str, int, int]] = []
+    origin: list[Message] = []
     for msg in msgs:
-        handle(monitor, msg, now_ms, out, sources, limits)
+        try:
+            src = sources.get(msg.topic) if sources else None
+            if src is None:
+                event = decode_event(msg.value, limits)
+            else:
+                event = check_limits(src.to_event(msg.value, msg.partition, msg.offset, msg.timestamp_ms), limits)
+                if src.bridged:
+                    out.forwards.append((event["slice"].encode(), EVENT.encode(event)))
+                    continue
+        except SchemaError as exc:
+            out.dead_letters.append((msg.key, dead_letter(msg, str(exc), "SchemaError", worker, now_ms)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - logged with its traceback in _failed
+            _failed(out, msg, exc, worker, now_ms)
+            continue
+        items.append((event, msg.topic, msg.partition, msg.offset))
+        origin.append(msg)
+    if not items:
+        return out
+    try:
+        result = monitor.observe_batch(items, now_ms)
+    except Exception as exc:  # noqa: BLE001 - the monitor itself failed: every event of the batch is a dead letter
+        for msg in origin:
+            _failed(out, msg, exc, worker, now_ms)
+        return out
+    failed = {key for key, last in result.last.items() if any(last in idx for idx, _ in result.failed)}
+    for idx, exc in result.failed:
+        for e in idx:
+            _failed(out, origin[e], exc, worker, now_ms)
+    for key, last in sorted(result.last.items(), key=lambda kv: kv[1]):  # the last-updated slice last
+        if key not in failed:
+            out.touched[key] = items[last][2]
+            out.state = result.states[key]
+    for codec, records, dest in ((ALERT, result.alerts, out.alerts), (STAT, result.stats, out.stats)):
+        for record in records:
+            try:
+                dest.append((record["slice"].encode(), codec.encode(record)))
+            except SchemaError as exc:  # a record that does not fit its schema: its event is a dead letter
+                msg = next(m for m in origin if (m.topic, m.partition, m.offset) ==
+                           (record["topic"], record["partition"], record["last_offset"]))
+                _failed(out, msg, exc, worker, now_ms)
     return out
+
+
+def _failed(out: Outgoing, msg: Message, exc: Exception, worker: str, now_ms: int) -> None:
+    log.error("processing failed at %s[%d]@%d: %s: %s", msg.topic, msg.partition, msg.offset, type(exc).__name__, exc,
+              exc_info=exc)  # fmt: skip
+    reason = f"processing error: {type(exc).__name__}: {exc}"
+    out.dead_letters.append((msg.key, dead_letter(msg, reason, type(exc).__name__, worker, now_ms)))
 
 
 class CheckpointPolicy:

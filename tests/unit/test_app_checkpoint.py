@@ -17,7 +17,8 @@ from deploy.scenarios import Drift, Scenario
 from schemas.codec import ALERT, EVENT
 from schemas.settings import load_settings
 from streams import app as app_module
-from streams.app import DeliveryFailed, StreamsApp, decode_state, encode_state, state_key
+from streams.app import DeliveryFailed, StreamsApp, state_key
+from streams.state import decode_state, encode_state
 
 TOPIC = "drift.events"
 

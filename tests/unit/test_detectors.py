@@ -255,22 +255,6 @@ def test_bad_tails_option_lists_the_choices():
         make_detector("adwin_variance", {"tails": "log"})
 
 
-def test_detector_state_pickled_before_the_tail_shape_still_works():
-    """Checkpoints hold pickled detectors: one calibrated by an older version has no
-    ``tails``/``_spread``; it keeps running on raw values and reports its parameters."""
-    import pickle
-
-    for key in ("adwin", "adwin_variance", "page_hinkley"):
-        det = make_detector(key)
-        for x in np.random.default_rng(1).normal(0, 1, 150):
-            det.update(float(x))
-        for name in ("tails", "_center", "_spread", "_sample"):
-            det.__dict__.pop(name, None)
-        old = pickle.loads(pickle.dumps(det))
-        assert not any(old.update(float(x)) for x in np.random.default_rng(2).normal(0, 1, 500))
-        assert old.params["tails"] == "auto" and old.clone().params["calibrate"] == "100"
-
-
 def test_a_rewound_adwin_cuts_a_real_change_again():
     """A candidate that did not hold yet puts the old regime back: the change is cut again."""
     rng = np.random.default_rng(3)
@@ -280,3 +264,26 @@ def test_a_rewound_adwin_cuts_a_real_change_again():
     det.rewind([abs(b - a) for a, b in zip(before[-500:], before[-499:])])
     again = first_detection(det, [float(x) for x in after[cut - 1500 + 1:]])
     assert again is not None and again < 200
+
+
+@pytest.mark.parametrize("key, params, kind", CASES + [("chi_square", {"max_reference": 700}, "category")])
+def test_scan_detects_exactly_where_update_does(key, params, kind):
+    """The batch path feeds a detector many values in one ``scan`` call: same detections, same
+    signal, same state as value-by-value ``update``."""
+    values = stream(kind) + stream(kind, seed=4) + stream(kind, seed=5)
+    one, many = make_detector(key, params), make_detector(key, params)
+    hits, signal = [], []
+    for i, x in enumerate(values):
+        if one.update(x):
+            hits.append(i)
+        signal.append(one.last_input)
+    found, scanned, i = [], [], 0
+    while i < len(values):
+        k = many.scan(values, i, scanned if many.derived_signal else None)
+        if k < len(values):
+            found.append(k)
+        i = k + 1
+    assert found == hits and hits  # something to compare
+    if many.derived_signal:
+        assert scanned == signal
+    assert many.window == one.window and many.params == one.params

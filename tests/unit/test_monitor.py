@@ -9,9 +9,10 @@ import numpy as np
 from deploy.scenarios import Drift, Scenario
 from schemas.codec import ALERT, STAT
 from schemas.settings import load_settings
-from streams.app import SnapshotTable, StreamsApp, encode_state, state_key
+from streams.app import SnapshotTable, StreamsApp, state_key
 from streams.config import prototypes
-from streams.monitor import STATE_VERSION, Monitor, MonitorConfig, SliceState
+from streams.monitor import Monitor, MonitorConfig
+from streams.state import STATE_VERSION, SliceState, encode_state
 
 PROTOS = prototypes(load_settings())
 

@@ -27,7 +27,7 @@ def test_malformed_message_goes_to_dead_letter_with_reason_and_origin():
 
 def test_unexpected_failure_is_contained():
     class Exploding(Monitor):
-        def observe(self, *a, **k):
+        def _slice_batch(self, *a, **k):
             raise RuntimeError("boom")
 
     ok = EVENT.encode({"event_id": "a", "event_time": 1, "model": "m", "slice": "s", "features": {"x": 1.0}, "categorical": {}})
