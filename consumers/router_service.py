@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from consumers.router import Router, RouterConfig, request_key
 from runtime import metrics
-from runtime.kafka import is_transient
+from runtime.kafka import is_transient, usable
 from runtime.kafka_logs import kafka_log_config
 from runtime.service import run_until_stopped, serve
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT, STAT, RecordCodec
@@ -300,14 +300,8 @@ class RouterService:
 
     def step(self) -> None:
         msg = self.consumer.poll(POLL_SECONDS)
-        if msg is not None:
-            if msg.error():
-                if msg.error().fatal():
-                    raise KafkaException(msg.error())
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", msg.error())
-            else:
-                self.handle(msg)
+        if usable(msg, log):
+            self.handle(msg)
         now = self.clock()
         for rid in self.policy.expire(now):
             log.warning("request %s got no result within %.0fs; its budget slot is free again", rid,

@@ -22,12 +22,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, TopicPartition
 
 from consumers.query_server import start_query_server, stop_query_server
 from consumers.rows import DEAD_LETTERS, TABLES, Row, TableSpec, dead_letter_record, table_for_topic
 from consumers.store import apply_schema, open_clickhouse
 from runtime import metrics
+from runtime.kafka import usable
 from runtime.kafka_logs import kafka_log_config
 from runtime.logs import kafka_fields
 from runtime.service import run_until_stopped, serve
@@ -312,12 +313,7 @@ class ClickHouseSink:
         return min(MAX_POLL_WAIT, max(0.0, left))
 
     def _on_kafka_error(self, msg: Any) -> None:
-        err = msg.error()
-        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
-        if err.fatal():
-            raise KafkaException(err)
-        level = logging.DEBUG if err.code() == KafkaError._PARTITION_EOF else logging.WARNING
-        log.log(level, "consumer error at %s: %s", where, err)
+        usable(msg, log, f"consumer at {msg.topic()}[{msg.partition()}]@{msg.offset()}")
 
     def _start_backoff(self) -> None:
         self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_START)

@@ -97,7 +97,7 @@ def _check_name(kind: str, name: str) -> str:
     return name
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -220,7 +220,7 @@ class Registry:
             for name, m in mods.items():
                 buf = io.BytesIO()
                 torch.save(m.state_dict(), buf)
-                _write_atomic(tmp / "modules" / f"{_safe_file(name)}.pt", buf.getvalue())
+                write_atomic(tmp / "modules" / f"{_safe_file(name)}.pt", buf.getvalue())
             manifest = Manifest(
                 model=model,
                 version="",
@@ -250,7 +250,7 @@ class Registry:
                 if result is not None:  # the promoting result names the version it made
                     manifest.result = {**result, "new_version": manifest.version,
                                        "artifact_uri": self.artifact_uri(model, manifest.version)}
-                _write_atomic(tmp / "manifest.json", manifest.to_json().encode())
+                write_atomic(tmp / "manifest.json", manifest.to_json().encode())
                 try:
                     os.rename(tmp, mdir / "versions" / manifest.version)  # fails when the name is taken
                     return manifest
@@ -273,7 +273,7 @@ class Registry:
                 )
             if now == version:
                 return
-            _write_atomic(self._dir(model) / "CURRENT", f"{version}\n".encode())
+            write_atomic(self._dir(model) / "CURRENT", f"{version}\n".encode())
             self._append_log(model, {"action": "PROMOTED", "version": version, "previous": now})
 
     def rollback(self, model: str, to: str | None = None, *, expect_current: str | None | object = ...) -> tuple[str, str]:
@@ -291,14 +291,14 @@ class Registry:
             if target is None:
                 raise RegistryError(f"{model} {now} has no parent version; name one with --to")
             self.manifest(model, target)
-            _write_atomic(self._dir(model) / "CURRENT", f"{target}\n".encode())
+            write_atomic(self._dir(model) / "CURRENT", f"{target}\n".encode())
             self._append_log(model, {"action": "ROLLED_BACK", "version": target, "previous": now})
         return now, target
 
     def record_decision(self, model: str, request_id: str, result: Mapping[str, Any]) -> None:
         ddir = self._dir(model) / "decisions"
         ddir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(ddir / f"{_safe_file(request_id)}.json", json.dumps(dict(result), sort_keys=True).encode())
+        write_atomic(ddir / f"{_safe_file(request_id)}.json", json.dumps(dict(result), sort_keys=True).encode())
 
     def artifact_uri(self, model: str, version: str) -> str:
         return (self._dir(model) / "versions" / version).resolve().as_uri()

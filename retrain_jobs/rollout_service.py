@@ -40,7 +40,7 @@ from contextlib import closing
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from retrain_jobs.registry import Registry, RegistryError
 from retrain_jobs.rollout import CAUSE_STALE_PARENT, CAUSE_WATCH_REGRESSED, Rollout, RolloutConfig, Transition
@@ -54,7 +54,7 @@ from retrain_jobs.rollout_store import (
     stage_update,
 )
 from runtime import metrics
-from runtime.kafka import iter_topic, value_decoder, watermarks
+from runtime.kafka import iter_topic, usable, value_decoder, watermarks
 from runtime.kafka_logs import kafka_log_config
 from runtime.service import serve
 from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT, EventLimits, decode_event
@@ -252,9 +252,7 @@ class RolloutService:
         """Feed a batch of events messages to the rollouts that want them; paired events fed."""
         wanted: dict[str, list[dict]] = {}
         for msg in messages:
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("events consumer: %s", msg.error())
+            if not usable(msg, log, "events consumer"):
                 continue
             p, off = msg.partition(), msg.offset()
             self.position[p] = off + 1
@@ -403,16 +401,10 @@ class RolloutService:
 
     def step(self) -> None:
         msg = self.consumer.poll(0 if self.position else POLL_SECONDS)
-        if msg is not None:
-            if msg.error():
-                if msg.error().fatal():
-                    raise KafkaException(msg.error())
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", msg.error())
-            else:
-                self.handle_result(msg)
-                if self.flush():  # the rollout's checkpoint and first records, then the commit
-                    self._commit(msg)
+        if usable(msg, log):
+            self.handle_result(msg)
+            if self.flush():  # the rollout's checkpoint and first records, then the commit
+                self._commit(msg)
         if self.position:
             self.score(self.events.consume(EVENTS_BATCH, EVENTS_POLL_SECONDS))
         if self.flush() and self.clock() - self._reconciled_at >= self.settings.rollout_reconcile_seconds:

@@ -29,15 +29,13 @@ ROLLED_BACK incumbent (pointer swapped    incumbent everywhere
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retrain_jobs.registry import write_atomic
 from retrain_jobs.rollout import Rollout, Transition
 from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT
 
@@ -144,17 +142,7 @@ class RolloutStore:
     def save(self, state: RolloutState) -> None:
         path = self.path(state.rollout.model, state.request_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(state.to_json())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, state.to_json().encode())
         state.since_checkpoint = 0
 
     def load(self, model: str, request_id: str) -> RolloutState | None:

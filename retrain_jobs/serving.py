@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Self
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from torch import nn
 
 from retrain_jobs.registry import Registry, RegistryError
 from retrain_jobs.routing import serves_candidate
 from retrain_jobs.selective import predict as predict_probabilities
 from runtime import metrics
-from runtime.kafka import watermarks
+from runtime.kafka import usable, watermarks
 from schemas.codec import EVENT, MODEL_UPDATE
 from schemas.errors import DriftError, SchemaError
 from schemas.settings import Settings
@@ -323,11 +323,7 @@ class ModelHandle:
                 self._ready.set()
             while not self._stop.is_set():
                 msg = consumer.poll(POLL_SECONDS)
-                if msg is None:
-                    continue
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("models topic: %s", msg.error())
+                if not usable(msg, log, "models topic"):
                     continue
                 update = self._decode(msg)
                 if update is not None and update["model"] == self.model:

@@ -36,10 +36,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from retrain_jobs.result import retrain_result
 from runtime import metrics
+from runtime.kafka import usable
 from runtime.kafka_logs import kafka_log_config
 from runtime.service import serve
 from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
@@ -271,13 +272,7 @@ class RetrainWorker:
         self._advance()
 
     def _take(self, msg: Any) -> None:
-        if msg is None:
-            return
-        if msg.error():
-            if msg.error().fatal():
-                raise KafkaException(msg.error())
-            if msg.error().code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", msg.error())
+        if not usable(msg, log):
             return
         job = Job(msg.topic(), msg.partition(), msg.offset(), {}, time.monotonic())
         try:

@@ -39,6 +39,24 @@ TRANSIENT_CODES = frozenset({
 })  # fmt: skip
 
 
+def usable(msg: Any, logger: logging.Logger, what: str = "consumer") -> bool:
+    """The one poll-error policy of every consumer loop: True for a record to process.
+
+    A fatal client error raises (the service stops and its supervisor restarts it); the end of a
+    partition is no error; any other error is logged and skipped (librdkafka retries it itself).
+    """
+    if msg is None:
+        return False
+    err = msg.error()
+    if err is None:
+        return True
+    if err.fatal():
+        raise KafkaException(err)
+    if err.code() != KafkaError._PARTITION_EOF:
+        logger.warning("%s error: %s", what, err)
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
     """A KafkaException that asking again can fix (retriable, or a leader/metadata race)."""
     if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):

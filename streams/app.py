@@ -39,9 +39,10 @@ import threading
 import time
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from runtime import metrics
+from runtime.kafka import usable
 from runtime.kafka_logs import kafka_log_config
 from schemas.codec import EventLimits
 from schemas.errors import ConfigError, DriftError
@@ -154,10 +155,7 @@ class StreamsApp:
         t0 = time.monotonic()
         batch = []
         for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", err)
+            if not usable(m, log):
                 continue
             batch.append(Message(m.key(), m.value(), m.topic(), m.partition(), m.offset(), m.timestamp()[1]))
         out = handle_batch(self.monitor, batch, int(time.time() * 1000), self.sources, self.limits)

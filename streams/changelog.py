@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from runtime.kafka import watermarks
+from runtime.kafka import usable, watermarks
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,7 @@ def read_changelog(
             if time.monotonic() > deadline:
                 raise KafkaException(f"restoring {topic} {sorted(ends)} took over {timeout:.0f}s")
             for m in c.consume(1000, 0.5):
-                if m.error() is not None:
-                    log.warning("changelog read error: %s", m.error())
+                if not usable(m, log, "changelog read"):
                     continue
                 p = m.partition()
                 yield p, m.key(), m.value()
