@@ -128,6 +128,14 @@ class RouterConfig:
         )
 
 
+def _cools_down(result: Mapping[str, Any]) -> bool:
+    """A ROLLED_BACK, or a REJECTED decided on live events (not a stale parent, which says nothing
+    about the slice): the slice cools down afresh so the same drift does not ping-pong."""
+    live = str(result.get("cause") or "").startswith(ROLLOUT_CAUSE_PREFIX)
+    stale = str(result.get("reason") or "").startswith("stale parent:")
+    return result["decision"] == "ROLLED_BACK" or (live and result["decision"] == "REJECTED" and not stale)
+
+
 def tier_rank(tier: str) -> int:
     return TIERS.index(tier)
 
@@ -265,8 +273,7 @@ class Router:
         for s in slices:
             if self.busy_slices.get((model, s)) == rid:
                 del self.busy_slices[(model, s)]
-        live = str(result.get("cause") or "").startswith(ROLLOUT_CAUSE_PREFIX)
-        if decision == "ROLLED_BACK" or (live and decision == "REJECTED"):
+        if _cools_down(result):
             self._cool_down(model, slices, now)
             self._count(f"result_live_{decision.lower()}")
             return []
@@ -334,8 +341,7 @@ class Router:
                 self.rolling_out[res["request_id"]] = at + self.config.rollout_hold_seconds
                 for s in res.get("slices") or []:
                     self.busy_slices[(res["model"], s)] = res["request_id"]
-            elif res["decision"] == "ROLLED_BACK" or (
-                    res["decision"] == "REJECTED" and str(res.get("cause") or "").startswith(ROLLOUT_CAUSE_PREFIX)):
+            elif _cools_down(res):
                 self._cool_down(res["model"], res.get("slices") or [], at)
         while len(self.emitted) > REMEMBERED_REQUESTS:
             self.emitted.popitem(last=False)

@@ -133,6 +133,10 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from deploy.bench_retrain import run_retrain_bench
 
         result = run_retrain_bench(settings, out=sys.stderr, quick=args.quick)
+    elif args.suite == "rollout":
+        from deploy.bench_rollout import run_rollout_bench
+
+        result = run_rollout_bench(settings, out=sys.stderr, quick=args.quick)
     else:  # throughput of one streams worker
         from deploy.bench_throughput import measure_worker_throughput
 
@@ -177,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--events-per-slice", type=int, default=3000)
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("bench", help="benchmarks: detect (delay, misses, false alarms, vs Evidently), throughput")
-    b.add_argument("suite", choices=("detect", "throughput", "retrain"))
+    b.add_argument("suite", choices=("detect", "throughput", "retrain", "rollout"))
     b.add_argument("--quick", action="store_true", help="a small version of the suite")
     b.add_argument("--events", type=int, default=200_000, help="events for the throughput suite")
     b.add_argument("--json", action="store_true", help="also print the result as one JSON line")

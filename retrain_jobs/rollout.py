@@ -29,12 +29,14 @@ conditional mean matters). Guarantees, with the defaults:
   early REJECTED. After ``rollout_max_shadow_events`` paired events with neither, REJECTED
   (undecided: not shown better).
 - **canary**: the candidate serves ``rollout_canary_fraction`` of its slices' events
-  (:func:`retrain_jobs.routing.serves_candidate`); a fresh harm test on every paired event of
-  the canary. Rejecting it is ROLLED_BACK (the canary is withdrawn, the pointer never moved);
+  (:func:`retrain_jobs.routing.serves_candidate`); a fresh harm detector on every paired event
+  of the canary (:class:`RestartingTest`: a betting test restarted every
+  ``rollout_restart_events`` events, each at alpha / restarts, so a regression that begins
+  late is not averaged away by early good events). Rejecting it is ROLLED_BACK (the canary is withdrawn, the pointer never moved);
   ``rollout_canary_events`` events without that promote. The regret paid is the candidate's
   extra loss summed over the events it served.
-- **watch**: after the pointer swap, a fresh harm test ``H0: loss increase <= rollout_watch_tolerance``
-  for ``rollout_watch_events`` events; rejecting it rolls back. P(rolling back a version that is
+- **watch**: after the pointer swap, a fresh restarting harm detector ``H0: loss increase <=
+  rollout_watch_tolerance`` for ``rollout_watch_events`` events; rejecting it rolls back. P(rolling back a version that is
   within tolerance) <= ``rollout_harm_alpha``.
 
 Every transition carries the deciding e-value as ``statistic``, the events it rests on, and
@@ -88,6 +90,7 @@ class RolloutConfig:
     canary_events: int = 500
     watch_events: int = 1000
     watch_tolerance: float = 0.02
+    restart_events: int = 50
 
     def __post_init__(self) -> None:
         for name in ("min_improvement", "watch_tolerance"):
@@ -106,6 +109,7 @@ class RolloutConfig:
             canary_events=settings.rollout_canary_events,
             watch_events=settings.rollout_watch_events,
             watch_tolerance=settings.rollout_watch_tolerance,
+            restart_events=settings.rollout_restart_events,
         )
 
 
@@ -143,6 +147,62 @@ class BettingTest:
     @property
     def rejected(self) -> bool:
         return self.e_value >= 1.0 / self.alpha
+
+    @property
+    def threshold(self) -> float:
+        return 1.0 / self.alpha
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.n if self.n else 0.0
+
+
+@dataclass
+class RestartingTest:
+    """A harm detector over a window of ``horizon`` events: a fresh :class:`BettingTest` starts
+    every ``block`` events, each at ``alpha / starts``, and it alarms when any of them rejects.
+
+    One test from the window's start would let early good events hide a regression that begins
+    later (their average stays within tolerance); the test started after the change sees only
+    it. Union bound over the ``starts`` tests: P(false alarm in the window) <= ``alpha``.
+    """
+
+    alpha: float
+    margin: float
+    block: int
+    horizon: int
+    tests: list[BettingTest] = field(default_factory=list)
+    n: int = 0
+    total: float = 0.0
+
+    @property
+    def starts(self) -> int:
+        return max(1, math.ceil(self.horizon / self.block))
+
+    def update(self, x: float) -> None:
+        if self.n % self.block == 0 and len(self.tests) < self.starts:
+            self.tests.append(BettingTest(self.alpha / self.starts, self.margin))
+        for t in self.tests:
+            t.update(x)
+        self.n += 1
+        self.total += min(1.0, max(-1.0, float(x)))
+
+    @property
+    def e_value(self) -> float:
+        return max((t.e_value for t in self.tests), default=1.0)
+
+    @property
+    def threshold(self) -> float:
+        return self.starts / self.alpha
+
+    @property
+    def rejected(self) -> bool:
+        return any(t.rejected for t in self.tests)
+
+    @property
+    def leader(self) -> BettingTest | None:
+        """The restarted test with the most evidence (the one that alarms first)."""
+        return max(self.tests, key=lambda t: t.e_value, default=None)
 
     @property
     def mean(self) -> float:
@@ -185,7 +245,7 @@ class Rollout:
     canary_served: int = 0
     canary_regret: float = 0.0  # candidate's extra loss summed over the canary events it served
     better: BettingTest | None = None
-    worse: BettingTest | None = None
+    worse: BettingTest | RestartingTest | None = None  # shadow: one test; canary and watch: restarting
     history: list[dict[str, Any]] = field(default_factory=list)  # the transitions so far, as dicts
 
     @property
@@ -252,6 +312,16 @@ class Rollout:
             raise RolloutError(f"cannot end the rollout of {self.model} {self.candidate} ({self.phase}) as {decision}")
         return self._enter(decision, decision, cause, reason, self._statistic())
 
+    def rebase(self, incumbent: str, candidate: str, reason: str) -> None:
+        """Go on with ``candidate`` (the old one's modules on the new ``incumbent``, see
+        :mod:`retrain_jobs.rebase`): same predictions on the slices, so the evidence stands."""
+        if self.done:
+            raise RolloutError(f"rollout of {self.model} {self.candidate} is {self.phase}; nothing to rebase")
+        self.history.append({"kind": "REBASED", "stage": self.stage, "decision": None, "cause": "", "reason": reason,
+                             "statistic": self._statistic(), "events": self.phase_events, "checks": {},
+                             "from_candidate": self.candidate, "from_incumbent": self.incumbent})  # fmt: skip
+        self.incumbent, self.candidate = incumbent, candidate
+
     def reconcile(self, current_version: str | None) -> Transition | None:
         """The registry pointer is the truth: the transition that makes this rollout agree with
         it (after a crash between a pointer swap and the checkpoint, or a change by hand), or
@@ -307,22 +377,24 @@ class Rollout:
         tol = worse.margin * c.loss_clip
         if worse.rejected:
             cause = CAUSE_CANARY_REGRESSED if self.phase == "CANARY" else CAUSE_WATCH_REGRESSED
+            lead = (worse.leader if isinstance(worse, RestartingTest) else worse) or worse
             return self._enter("ROLLED_BACK", "ROLLED_BACK", cause,
                                f"{self.phase.lower()} regressed: {self.candidate} worse than {self.incumbent} by more "
-                               f"than {tol} log loss, e-value {worse.e_value:.1f} >= 1/alpha = {1 / c.harm_alpha:.0f} "
-                               f"after {worse.n} paired events, mean log-loss increase {worse.mean * c.loss_clip:+.4f}",
+                               f"than {tol} log loss, e-value {worse.e_value:.1f} >= {worse.threshold:.0f} (alpha "
+                               f"{c.harm_alpha} over {self._restarts(worse)} restarts) on the last {lead.n} of "
+                               f"{worse.n} paired events, mean log-loss increase there {lead.mean * c.loss_clip:+.4f}",
                                worse.e_value)
         if self.phase_events < limit:
             return None
         if self.phase == "CANARY":
             return self._enter_watch(CAUSE_CANARY_PASSED,
                                      f"canary passed: {self.phase_events} paired events without a significant "
-                                     f"regression (e-value {worse.e_value:.2f} < {1 / c.harm_alpha:.0f}), regret "
+                                     f"regression (e-value {worse.e_value:.2f} < {worse.threshold:.0f}), regret "
                                      f"{self.canary_regret:+.3f} over {self.canary_served} served events",
                                      worse.e_value)
         return self._enter("PROMOTED", None, CAUSE_WATCH_PASSED,
                            f"watch passed: {self.phase_events} paired events within tolerance {tol} (e-value "
-                           f"{worse.e_value:.2f} < {1 / c.harm_alpha:.0f}), mean log-loss increase "
+                           f"{worse.e_value:.2f} < {worse.threshold:.0f}), mean log-loss increase "
                            f"{worse.mean * c.loss_clip:+.4f}", worse.e_value, kind="WATCH_PASSED")
 
     def _enter_watch(self, cause: str, reason: str, statistic: float) -> Transition:
@@ -335,8 +407,13 @@ class Rollout:
     def _enter_harm(self, phase: str, cause: str, reason: str, statistic: float, alpha: float, margin: float,
                     decision: str | None = None) -> Transition:
         t = self._enter(phase, decision, cause, reason, statistic)
-        self.worse = BettingTest(alpha, margin)
+        horizon = self.config.canary_events if phase == "CANARY" else self.config.watch_events
+        self.worse = RestartingTest(alpha, margin, self.config.restart_events, horizon)
         return t
+
+    @staticmethod
+    def _restarts(test: BettingTest | RestartingTest) -> int:
+        return test.starts if isinstance(test, RestartingTest) else 1
 
     def _enter(self, phase: str, decision: str | None, cause: str, reason: str, statistic: float,
                kind: str | None = None) -> Transition:
@@ -376,7 +453,9 @@ class Rollout:
         d = dict(data)
         d["config"] = RolloutConfig(**d["config"])
         for name in ("better", "worse"):
-            if d.get(name) is not None:
+            if d.get(name) is not None and "tests" in d[name]:
+                d[name] = RestartingTest(**{**d[name], "tests": [BettingTest(**t) for t in d[name]["tests"]]})
+            elif d.get(name) is not None:
                 d[name] = BettingTest(**d[name])
         if d.get("phase") not in PHASES:
             raise RolloutError(f"rollout checkpoint: unknown phase {d.get('phase')!r}; known: {PHASES}")

@@ -26,6 +26,7 @@ slices' labelled events); several would each resume every open rollout, harmless
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from retrain_jobs.rebase import rebase, rebase_blocker
 from retrain_jobs.registry import Registry, RegistryError
 from retrain_jobs.rollout import CAUSE_STALE_PARENT, CAUSE_WATCH_REGRESSED, Rollout, RolloutConfig, Transition
 from retrain_jobs.rollout_store import (
@@ -162,7 +164,7 @@ class RolloutService:
         for kind, rec in records:
             if kind == MODELS:
                 self.last_update[rec["model"]] = rec
-                metrics.observe_model_update(rec)
+                metrics.observe_model_update(rec)  # stages, promotions, rollbacks, canary share
                 log.info("models: %s %s %s (current %s) %s", rec["model"], rec["version"], rec["stage"],
                          rec["current_version"], rec["reason"])  # fmt: skip
             else:
@@ -189,6 +191,9 @@ class RolloutService:
 
     def _follow_registry(self, st: RolloutState) -> None:
         r = st.rollout
+        current = self.registry.current_version(r.model)
+        if r.phase in ("SHADOW", "CANARY") and current not in (r.incumbent, r.candidate) and current is not None:
+            self._rebase(st, current)
         t = r.reconcile(self.registry.current_version(r.model))
         if t is not None:
             log.warning("rollout %s: %s", r.request_id, t.reason)
@@ -287,7 +292,11 @@ class RolloutService:
                     wanted.setdefault(st.request_id, []).append(event)
         fed = 0
         for rid, evs in wanted.items():
-            fed += self._feed(self.active[rid], evs)
+            try:
+                fed += self._feed(self.active[rid], evs)
+            except Exception:  # a model that cannot score these events must not stop the other rollouts
+                self.skipped += len(evs)
+                log.exception("rollout %s: could not score %d events; skipped", rid, len(evs))
         return fed
 
     def _net(self, model: str, version: str) -> Any:
@@ -308,14 +317,44 @@ class RolloutService:
             if t is not None:
                 self._act(st, t)
         st.since_checkpoint += n
+        metrics.ROLLOUT_EVENTS.labels(r.model).inc(n)
         return n
+
+    def _rebase(self, st: RolloutState, onto: str) -> bool:
+        """Carry the rollout over to its candidate rebased onto ``onto`` (a version promoted
+        meanwhile), when :mod:`retrain_jobs.rebase` allows; True if it did."""
+        r = st.rollout
+        try:
+            blocker = rebase_blocker(self.registry, r.model, r.candidate, onto, r.slices)
+            if blocker is not None:
+                log.info("rollout %s: not rebasing onto %s: %s", r.request_id, onto, blocker)
+                return False
+            manifest = rebase(self.registry, r.model, r.candidate, onto, r.slices)
+        except Exception:  # falls back to a stale-parent rejection; never stops the service
+            log.exception("rollout %s: rebase onto %s failed", r.request_id, onto)
+            return False
+        reason = f"rebased: {r.candidate}'s modules on {onto} (promoted meanwhile) as {manifest.version}"
+        log.info("rollout %s: %s", r.request_id, reason)
+        r.rebase(onto, manifest.version, reason)
+        st.result = {**st.result, "new_version": manifest.version, "parent_version": onto,
+                     "artifact_uri": self.registry.artifact_uri(r.model, manifest.version)}  # fmt: skip
+        if r.phase in ("SHADOW", "CANARY"):  # serving handles follow the new candidate
+            st.outbox.append((MODELS, stage_update(r, r.phase, onto, int(self.clock() * 1000), reason=reason)))
+        return True
 
     def _act(self, st: RolloutState, t: Transition) -> None:
         """The registry side of a transition, then its records into the outbox."""
         r = st.rollout
         if t.decision == "PROMOTED":
             try:
-                self.registry.promote(r.model, r.candidate, expect_current=r.incumbent)
+                try:
+                    self.registry.promote(r.model, r.candidate, expect_current=r.incumbent)
+                except RegistryError:
+                    current = self.registry.current_version(r.model)
+                    if current is None or current == r.incumbent or not self._rebase(st, current):
+                        raise
+                    self.registry.promote(r.model, r.candidate, expect_current=r.incumbent)
+                    t = dataclasses.replace(t, reason=f"{t.reason}; {r.history[-1]['reason']}")
             except RegistryError as exc:
                 t = r.abort("REJECTED", CAUSE_STALE_PARENT, f"stale parent: {exc}")
         elif t.decision == "ROLLED_BACK" and t.cause == CAUSE_WATCH_REGRESSED:
@@ -360,6 +399,7 @@ class RolloutService:
                 log.info("rollout %s of %s %s ended %s", st.request_id, st.rollout.model, st.rollout.candidate,
                          st.rollout.phase)  # fmt: skip
         self._reassign()
+        metrics.ROLLOUTS_ACTIVE.set(len(self.active))
         return True
 
     # --- the loop --------------------------------------------------------------------------

@@ -8,7 +8,9 @@ Gaussians with a small per-slice offset; a few values are missing (null).
 
 The drift is a concept change of one slice from ``pre_events`` on: its weights and
 categorical effects are drawn afresh (inputs unchanged), so only its own labels move and a
-model that served it well before is now wrong there. Everything comes from ``seed``.
+model that served it well before is now wrong there. With ``revert_after`` the old concept
+returns after that many post-drift events (a change that does not last; same inputs, same
+draws otherwise). Everything comes from ``seed``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class RetrainScenario:
     missing_share: float = 0.02
     model: str = "bench-model"
     seed: int = 2026
+    revert_after: int | None = None  # post-drift events after which the drifted slice's old concept returns
 
     @property
     def slices(self) -> list[str]:
@@ -61,6 +64,9 @@ class RetrainScenario:
             "plan": rng.normal(0, 0.8, len(PLANS)),
         }
 
+    def _reverted(self, i: int) -> bool:
+        return self.revert_after is not None and i >= self.pre_events + self.revert_after
+
     def events(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(pre-drift events, post-drift events), each in event-time order within a slice."""
         rng = np.random.default_rng(self.seed)
@@ -76,7 +82,7 @@ class RetrainScenario:
             missing = srng.random((n, self.n_numeric)) < self.missing_share
             u = srng.random(n)
             for i in range(n):
-                c = drifted if (s == self.drifted and i >= self.pre_events) else concepts[s]
+                c = drifted if (s == self.drifted and i >= self.pre_events and not self._reverted(i)) else concepts[s]
                 logit = self.sharpness * (z[i] @ c["w"] / np.sqrt(self.n_numeric) + c["dev"][dev[i]]
                                           + c["plan"][plan[i]] + c["b"][0])
                 label = int(u[i] < 1 / (1 + np.exp(-logit)))

@@ -219,6 +219,9 @@ class Settings(BaseSettings):
     rollout_watch_tolerance: float = Field(
         0.02, ge=0, description="mean per-event log-loss increase the watch tolerates before it rolls back"
     )
+    rollout_restart_events: int = Field(
+        50, ge=1, description="canary and watch harm tests restart every this many events (alpha split over the restarts)"
+    )
     rollout_slice_hold_seconds: float = Field(
         6 * 3600.0, gt=0, description="the router keeps a candidate's slices busy at most this long for its rollout"
     )

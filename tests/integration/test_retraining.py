@@ -100,6 +100,8 @@ def run(kafka_settings: Settings, tmp_path_factory):
             "registry_dir": tmp / "models",
             "clickhouse_dsn": SecretStr(f"chdb:{tmp / 'ch'}"),
             "router_coalesce_seconds": 3.0,
+            "rollout_enabled": False,  # this story is the job's decision; the release loop: test_release.py
+            "rollout_group": f"{tag}-rollout",
         }
     )
     ensure_topics(settings)

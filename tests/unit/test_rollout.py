@@ -104,6 +104,31 @@ def test_watch_regression_rolls_back_after_promotion():
     assert ts[0].checks["watch_mean_increase"] > 0.02
 
 
+def test_a_regression_that_begins_late_in_the_watch_is_not_averaged_away():
+    rng = np.random.default_rng(10)
+    r = rollout(canary_fraction=0.0, watch_events=1000, watch_tolerance=0.02, restart_events=50)
+    drive(r, *losses(rng, 500, gain=0.5), until="WATCH")
+    assert drive(r, *losses(rng, 300, gain=0.5)) == []  # a good start of the watch banks evidence for v2
+    ts = drive(r, *losses(rng, 700, gain=-0.3), start=9000)
+    assert [t.cause for t in ts] == [CAUSE_WATCH_REGRESSED]
+    assert r.worse.mean < 0, "over the whole watch v2 still looks better; the restarted test saw the change"
+    assert "on the last" in ts[0].reason and ts[0].statistic >= r.worse.threshold
+
+
+def test_false_rollback_rate_of_the_restarting_watch_holds_over_seeded_null_runs():
+    """A promoted version exactly as good as its predecessor, watched for 500 events restarting
+    every 25 (20 tests at alpha/20 each): at most alpha of the runs may roll back."""
+    alpha, runs, rolled = 0.05, 200, 0
+    for seed in range(runs):
+        rng = np.random.default_rng(5000 + seed)
+        r = rollout(canary_fraction=0.0, watch_events=500, watch_tolerance=0.0, restart_events=25, harm_alpha=alpha)
+        drive(r, *losses(rng, 400, gain=0.6), until="WATCH")
+        base = np.abs(1.2 + rng.normal(0, 0.3, 500))
+        ts = drive(r, np.abs(base + rng.normal(0, 0.3, 500)), np.abs(base + rng.normal(0, 0.3, 500)))
+        rolled += any(t.kind == "ROLLED_BACK" for t in ts)
+    assert rolled <= alpha * runs
+
+
 def test_watch_within_tolerance_keeps_the_version():
     rng = np.random.default_rng(6)
     r = rollout(canary_fraction=0.0, watch_events=1500, watch_tolerance=0.05)

@@ -201,6 +201,13 @@ def test_a_live_rejection_is_final_and_cools_down_while_a_gate_rejection_escalat
     assert r.on_result(live(req, "REJECTED", "rollout_shadow_lost"), T0 + 1000) == []
     assert r.on_alert(alert(n=2), T0 + 1200) == "cooldown"
     assert "escalated" not in r.counters and r.counters["result_live_rejected"] == 1
+    stale = router(cooldown_seconds=300)
+    stale.on_alert(alert(n=1), T0)
+    (sreq,) = stale.due(T0 + 10, ENDS)
+    stale.on_result(result(sreq, "CANDIDATE", "passed"), T0 + 20)
+    assert stale.on_result({**live(sreq, "REJECTED", "rollout_stale_parent"), "reason": "stale parent: moved"},
+                           T0 + 1000) == []
+    assert stale.on_alert(alert(n=2), T0 + 1000) == "pending", "another version won the race: no new cooldown"
     g = router()
     g.on_alert(alert(n=1), T0)
     (greq,) = g.due(T0 + 10, ENDS)
