@@ -8,9 +8,12 @@ the sink. So the sink also serves read-only queries: a threaded Unix-socket serv
     response: {"ok": true, "columns": [...], "types": [...], "rows": [[...], ...], "truncated": false}
               {"ok": false, "error": "...", "kind": "refused" | "query" | "request"}
 
-Read-only is enforced twice: the statement must start with SELECT, WITH, SHOW, DESCRIBE,
-DESC, EXPLAIN or EXISTS (a clear message), and the server's own chdb client runs with
-ClickHouse's ``readonly=2`` (the engine refuses any write or DDL whatever the text).
+Read-only is enforced by the engine and checked on the parsed statement
+(``consumers/query_guard.py``): the server's own chdb client runs with ``readonly=1``
+(no write, DDL, SYSTEM, settings change or file/network table function, whatever the
+text), and ``INTO OUTFILE``, ``file()`` and table functions outside an allow-list are
+refused from the engine's own ``EXPLAIN AST``. The direct-store and server paths of
+:func:`open_reader` apply the same two layers.
 Values JSON cannot carry (datetimes, decimals, bytes, maps, non-finite floats) travel
 tagged (``{"$t": "datetime", "v": "..."}``) and are revived by the client, so callers get
 the same Python values as from a direct query.
@@ -35,27 +38,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from consumers.store import (
-    open_clickhouse,
-    open_readonly_embedded,
-    parse_dsn,
-    query,
-    query_socket_path,
-    split_statements,
-)
+from consumers.query_guard import QueryError, check_statement
+from consumers.store import open_readonly, open_readonly_embedded, parse_dsn, query, query_socket_path
 from runtime import metrics
 from schemas.errors import ConfigError, DriftError, InfraError
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
-READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
 MAX_REQUEST_BYTES = 1 << 20
 UNIX_PATH_MAX = 107
-
-
-class QueryError(DriftError):
-    """The SQL was refused or failed; the message is ClickHouse's or says what is allowed."""
 
 
 # --------------------------------------------------------------------------------------
@@ -114,26 +106,6 @@ def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def check_read_only(sql: str) -> None:
-    """Refuse anything that does not start like a read; ClickHouse's readonly backs this up.
-
-    One statement per request: chdb leaves the rest of a multi-statement result on the
-    connection, which would garble the next answer.
-    """
-    if len(split_statements(sql)) > 1:
-        raise QueryError("one statement per query, please (found a ';' between statements)")
-    text = sql.strip()
-    while text.startswith(("--", "/*")):  # leading comments
-        end = text.find("\n") if text.startswith("--") else text.find("*/") + 1
-        text = "" if end <= 0 else text[end + 1 :].lstrip()
-    first = text.split(None, 1)[0].upper().rstrip("(") if text else ""
-    if first not in READ_STATEMENTS:
-        raise QueryError(
-            f"only read-only statements are served while the store is in use "
-            f"({', '.join(READ_STATEMENTS)}); got {first or 'an empty statement'!r}"
-        )
-
-
 # --------------------------------------------------------------------------------------
 # Server
 # --------------------------------------------------------------------------------------
@@ -187,7 +159,7 @@ class QueryServer:
         except (ValueError, KeyError, TypeError) as exc:
             return self._failed("request", f"bad request: {exc}")
         try:
-            check_read_only(sql)
+            check_statement(self.client, sql, parameters)
         except QueryError as exc:
             return self._failed("refused", str(exc))
         try:
@@ -336,6 +308,7 @@ class ClientReader:
         return self.description
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
+        check_statement(self.client, sql, parameters)  # the socket's checks, on this path too
         try:
             return query(self.client, sql, parameters)
         except Exception as exc:
@@ -344,7 +317,7 @@ class ClientReader:
             raise
 
     def close(self) -> None:
-        """The client stays cached for the process (consumers.store owns it)."""
+        self.client.close()  # its own read-only handle; an embedded engine stays open for the process
 
 
 def open_reader(settings: Settings) -> SocketReader | ClientReader:
@@ -356,4 +329,4 @@ def open_reader(settings: Settings) -> SocketReader | ClientReader:
             return SocketReader(path)
         except OSError as exc:
             log.info("query socket %s not answering (%s); opening the store directly", path, exc)
-    return ClientReader(open_clickhouse(settings), target.describe())
+    return ClientReader(open_readonly(settings), target.describe() + " (read-only)")

@@ -27,6 +27,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from consumers.router import Router, RouterConfig, request_key
 from runtime import metrics
+from runtime.kafka_logs import kafka_log_config
+from runtime.service import run_until_stopped, serve
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT, STAT, RecordCodec
 from schemas.errors import DriftError, SchemaError
 from schemas.settings import Settings
@@ -111,7 +113,7 @@ class RouterService:
         self.policy = Router(RouterConfig.from_settings(settings), planner or make_planner(settings), next_tier)
         self.clock = clock
         self._consumer = consumer
-        self.producer = producer if producer is not None else Producer(settings.producer_config())
+        self.producer = producer if producer is not None else Producer(settings.producer_config(**kafka_log_config(log)))
         self._end_offsets = end_offsets
         self._ends: dict[int, int] = {}
         self._ends_at = -1e18
@@ -139,7 +141,8 @@ class RouterService:
                         "client.id": f"drift-router-{self.settings.worker_id}",
                         "enable.auto.commit": False,
                         "auto.offset.reset": "earliest",
-                        "logger": log,
+                        "session.timeout.ms": int(self.settings.kafka_session_timeout_seconds * 1000),
+                        **kafka_log_config(log),  # repeated connection errors: once per interval
                     }
                 )
             )
@@ -189,7 +192,7 @@ class RouterService:
         topic = self.topics.events
         if self._offsets_client is None:
             self._offsets_client = Consumer(self.settings.confluent_config(
-                **{"group.id": f"{self.settings.router_group}-offsets", "enable.auto.commit": False}))
+                **{"group.id": f"{self.settings.router_group}-offsets", "enable.auto.commit": False, **kafka_log_config(log)}))
         c = self._offsets_client
         if not self._event_partitions or time.monotonic() - self._partitions_at >= PARTITIONS_EVERY_SECONDS:
             self._event_partitions = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
@@ -309,8 +312,7 @@ class RouterService:
     def run(self, stop: threading.Event) -> None:
         log.info("router on %s, %s (group %s)", self.topics.alerts, self.topics.retrain_results, self.settings.router_group)
         try:
-            while not stop.is_set():
-                self.step()
+            run_until_stopped(stop, self.step)
             if self._flush_outbox():
                 self._commit(force=True)
         finally:
@@ -323,9 +325,4 @@ class RouterService:
 
 
 def run(settings: Settings) -> None:
-    import signal
-
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    RouterService(settings).run(stop)
+    serve("router", lambda stop: RouterService(settings).run(stop))

@@ -28,7 +28,9 @@ from consumers.query_server import start_query_server, stop_query_server
 from consumers.rows import DEAD_LETTERS, TABLES, Row, TableSpec, dead_letter_record, table_for_topic
 from consumers.store import apply_schema, open_clickhouse
 from runtime import metrics
+from runtime.kafka_logs import kafka_log_config
 from runtime.logs import kafka_fields
+from runtime.service import run_until_stopped, serve
 from schemas.errors import DriftError
 from schemas.settings import Settings
 
@@ -166,7 +168,8 @@ class ClickHouseSink:
                 "enable.auto.commit": False,  # commit only after the insert succeeded
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
-                "logger": log,  # librdkafka's log lines go through logging, not stderr
+                "session.timeout.ms": int(self.settings.kafka_session_timeout_seconds * 1000),
+                **kafka_log_config(log),  # librdkafka's lines through logging, repeats once per interval
                 **metrics.stats_config(self.settings),  # consumer lag gauges
             }
         )
@@ -349,8 +352,7 @@ class ClickHouseSink:
         # the sink holds the embedded store: it answers read-only SQL for driftctl query/report
         query_server = start_query_server(self.settings)
         try:
-            while not stop_event.is_set():
-                self.step()
+            run_until_stopped(stop_event, self.step)
         finally:
             stop_query_server(query_server)
             self.close()
@@ -414,3 +416,8 @@ def _tps(partitions: list[TopicPartition]) -> str:
 
 def _offsets(offsets: list[TopicPartition]) -> str:
     return ", ".join(f"{p.topic}[{p.partition}]@{p.offset}" for p in offsets)
+
+
+def run(settings: Settings) -> None:
+    """``driftctl run``'s sink process: consume into ClickHouse until SIGTERM/SIGINT."""
+    serve("sink", lambda stop: ClickHouseSink(settings).run(stop))

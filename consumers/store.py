@@ -171,7 +171,7 @@ def _connect_embedded(key: str) -> Client:
         ) from exc
 
 
-def _open_server(target: Target) -> Client:
+def _open_server(target: Target, settings: dict[str, Any] | None = None) -> Client:
     try:
         return clickhouse_connect.get_client(
             host=target.host,
@@ -182,6 +182,7 @@ def _open_server(target: Target) -> Client:
             secure=target.secure,
             # no HTTP session: one client may then serve several threads
             autogenerate_session_id=False,
+            **({"settings": settings} if settings else {}),
             **target.options,
         )
     except Exception as exc:
@@ -203,13 +204,28 @@ def query_socket_path(settings: Settings) -> Path | None:
     return data.with_name(data.name + ".sock")
 
 
+def read_only_settings(settings: Settings) -> dict[str, Any]:
+    """Client settings of every monitoring reader (consumers/query_guard.py says why).
+
+    ``readonly=1`` refuses writes, DDL, SYSTEM, settings changes and the table functions
+    that reach files or the network; it comes last, since a client applies its settings in
+    order and nothing can be set after it (``max_execution_time`` would be frozen at its
+    default, not the configured ``DRIFT_QUERY_TIMEOUT_SECONDS``).
+    """
+    return {
+        "max_execution_time": settings.query_timeout_seconds,
+        "allow_ddl": 0,
+        "allow_introspection_functions": 0,
+        "readonly": 1,
+    }
+
+
 def open_readonly_embedded(settings: Settings) -> Client:
     """A second, read-only client on the embedded store this process already has open.
 
     chdb gives every client its own connection handle on the shared engine, so the
-    query socket's reads do not queue behind the sink's client lock. ``readonly=2``
-    refuses writes and DDL but lets a query set limits (``SETTINGS ...``); it is applied
-    after ``max_execution_time``, which it would otherwise freeze.
+    query socket's reads do not queue behind the sink's client lock, and the read-only
+    settings of this handle do not reach the sink's.
     """
     target = parse_dsn(settings.clickhouse_dsn.get_secret_value(), settings.clickhouse_path)
     if target.kind != "chdb":
@@ -218,11 +234,20 @@ def open_readonly_embedded(settings: Settings) -> Client:
     with _lock:
         if key not in _embedded:
             raise InfraError(f"the embedded store at {key} is not open in this process")
-        return clickhouse_connect.get_client(
-            interface="chdb",
-            path=key,
-            settings={"max_execution_time": settings.query_timeout_seconds, "readonly": 2},
-        )
+        return clickhouse_connect.get_client(interface="chdb", path=key, settings=read_only_settings(settings))
+
+
+def open_readonly(settings: Settings) -> Client:
+    """A read-only client on the configured store: what every monitoring read goes through.
+
+    Embedded: the engine is opened in this process (nobody else holds it) and a read-only
+    handle returned; close it when done. Server: a new client with the same settings.
+    """
+    target = parse_dsn(settings.clickhouse_dsn.get_secret_value(), settings.clickhouse_path)
+    if target.kind == "chdb":
+        _open_embedded(target.path)
+        return open_readonly_embedded(settings)
+    return _open_server(target, read_only_settings(settings))
 
 
 def close_clickhouse(client: Client | None = None) -> None:

@@ -10,44 +10,62 @@ KRaft mode, one JVM acting as broker and controller, assembled from Maven Centra
     broker.pid        pid of the running JVM
     broker.log        the broker's stdout/stderr (log4j to console)
 
-Run by hand: ``python -m deploy.broker up|down|status``.
+Machine-level helpers (jars, Java, ports) are in deploy/kafka_host.py; several nodes as one
+cluster in deploy/cluster.py. Run by hand: ``python -m deploy.broker up|down|status``.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.kafka_host import (
+    KAFKA_CONF_DIR,
+    ensure_jars,
+    find_java,
+    flock,
+    free_port,
+    new_cluster_id,
+    port_free,
+    port_open,
+    tail_text,
+)
 from schemas.errors import ConfigError, InfraError
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
-KAFKA_CONF_DIR = Path(__file__).resolve().parent / "kafka"
-POM = KAFKA_CONF_DIR / "pom.xml"
+__all__ = ["LOCAL_HOSTS", "LocalBroker", "Node", "free_port", "new_cluster_id", "port_free"]
 LOG4J = KAFKA_CONF_DIR / "log4j.properties"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-MIN_JAVA = 11  # Kafka 3.9 brokers need Java 11+, 17 recommended
-_JARS_MARKER = ".complete"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of a local cluster (deploy/cluster.py); the defaults are the single broker."""
+
+    node_id: int = 1
+    port: int | None = None  # None: the bootstrap's port
+    controller_port: int | None = None  # None: port + 1, or a free port
+    voters: str | None = None  # controller.quorum.voters; None: this node alone
+    home: Path | None = None  # None: <run_dir>/kafka
+    cluster_id_file: Path | None = None  # shared by the nodes of one cluster
+    replication: int = 1  # default.replication.factor of the cluster (min.insync.replicas: one less)
 
 
 class LocalBroker:
-    """Start, stop and inspect the local single-node KRaft broker of ``settings``.
+    """Start, stop and inspect the local single-node KRaft broker of ``settings`` (or one
+    ``node`` of a local cluster, see deploy/cluster.py).
 
     ``lib_dir`` overrides where the jars live (tests share one jar dir across sessions
     while keeping data in a temporary run dir).
@@ -60,73 +78,35 @@ class LocalBroker:
         lib_dir: Path | str | None = None,
         start_timeout: float = 60.0,
         stop_timeout: float = 30.0,
+        node: Node | None = None,
+        extra_listener: tuple[str, int] | None = None,
+        extra_properties: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
-        self.home = Path(settings.run_dir).resolve() / "kafka"
-        self.lib_dir = Path(lib_dir).resolve() if lib_dir else self.home / "lib"
+        # a second client listener (e.g. ("SASL_SSL", port)) and broker properties for it, beside
+        # the PLAINTEXT one that up() waits on: how the TLS + SCRAM integration test gets its broker
+        self.extra_listener = extra_listener
+        self.extra_properties = dict(extra_properties or {})
+        self.node = node or Node()
+        self.home = self.node.home or Path(settings.run_dir).resolve() / "kafka"
+        default_lib = Path(settings.run_dir).resolve() / "kafka" / "lib"
+        self.lib_dir = Path(lib_dir).resolve() if lib_dir else default_lib
         self.data_dir = self.home / "data"
         self.properties = self.home / "server.properties"
         self.pid_file = self.home / "broker.pid"
         self.log_file = self.home / "broker.log"
-        self.cluster_id_file = self.home / "cluster.id"
+        self.cluster_id_file = self.node.cluster_id_file or self.home / "cluster.id"
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         first = settings.kafka_bootstrap.split(",")[0].strip()
         self.host, _, port = first.rpartition(":")
-        self.port = int(port)
+        self.port = self.node.port or int(port)
 
     # ------------------------------------------------------------------ jars
     def ensure_jars(self) -> Path:
         """Download the broker's jars with Maven into ``lib_dir`` unless already there."""
-        version = self.settings.kafka_version
-        if self._jars_present(version):
-            return self.lib_dir
-        mvn = shutil.which("mvn")
-        if not mvn:
-            raise InfraError(
-                "mvn (Apache Maven) not found on PATH; it fetches the Kafka broker jars. "
-                "Install it (apt-get install maven, or `make deps` as root)."
-            )
-        self._java()  # Maven needs a JDK/JRE as well; fail with our message, not its.
-        self.lib_dir.parent.mkdir(parents=True, exist_ok=True)
-        with _flock(self.lib_dir.parent / ".lib.lock"):
-            if self._jars_present(version):  # another process finished while we waited
-                return self.lib_dir
-            partial = self.lib_dir.with_name(self.lib_dir.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            cmd = [
-                mvn, "-q", "-B", "-f", str(POM),
-                f"-Dkafka.version={version}",
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={partial}",
-            ]  # fmt: skip
-            log.info("fetching Kafka %s jars with Maven into %s (first run only)", version, self.lib_dir)
-            started = time.monotonic()
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, check=False)
-            except subprocess.TimeoutExpired as exc:
-                raise InfraError(f"mvn did not finish within {exc.timeout:.0f}s: {' '.join(cmd)}") from exc
-            if proc.returncode != 0 or not (partial / f"kafka_2.13-{version}.jar").exists():
-                out = _tail_text((proc.stdout or "") + (proc.stderr or ""), 40)
-                raise InfraError(
-                    f"mvn could not fetch Kafka {version} (exit {proc.returncode}); is Maven Central "
-                    f"reachable (or ~/.m2 populated)?\n$ {' '.join(cmd)}\n{out}"
-                )
-            (partial / _JARS_MARKER).write_text(version + "\n")
-            shutil.rmtree(self.lib_dir, ignore_errors=True)
-            partial.rename(self.lib_dir)
-            log.info("Kafka jars ready in %.1fs", time.monotonic() - started)
-        return self.lib_dir
-
-    def _jars_present(self, version: str) -> bool:
-        marker = self.lib_dir / _JARS_MARKER
-        return (
-            marker.is_file()
-            and marker.read_text().strip() == version
-            and (self.lib_dir / f"kafka_2.13-{version}.jar").is_file()
-        )
+        return ensure_jars(self.lib_dir, self.settings.kafka_version)
 
     # ------------------------------------------------------------------ lifecycle
     def up(self) -> dict[str, Any]:
@@ -135,14 +115,30 @@ class LocalBroker:
         A no-op when it is already running and answering. Returns :meth:`status`.
         """
         self._check_local()
+        launched = self.launch()
+        if launched is None:
+            return self.status()
+        pid, offset = launched
+        try:
+            self._wait_ready(pid, log_offset=offset)
+        except InfraError:
+            self._stop_pid(pid)
+            self.pid_file.unlink(missing_ok=True)
+            raise
+        return self.status()
+
+    def launch(self) -> tuple[int, int] | None:
+        """Start the JVM unless it runs (then wait until it answers and return None);
+        (pid, log offset) of a new one, not yet waited for (a cluster node cannot answer
+        before a quorum of its peers runs)."""
         self.home.mkdir(parents=True, exist_ok=True)
-        with _flock(self.home / ".lock"):
+        with flock(self.home / ".lock"):
             pid = self._running_pid()
             if pid is not None:
                 self._wait_ready(pid, log_offset=0)
-                return self.status()
+                return None
             self.pid_file.unlink(missing_ok=True)  # stale
-            if not _port_free(self.port):
+            if not port_free(self.port):
                 raise InfraError(
                     f"port {self.port} on 127.0.0.1 is taken by another process; stop it or choose "
                     f"another port with DRIFT_KAFKA_BOOTSTRAP=127.0.0.1:<port>"
@@ -151,19 +147,12 @@ class LocalBroker:
             self.ensure_jars()
             self._write_properties(self._controller_port())
             self._format_once(java)
-            pid, offset = self._start(java)
-            try:
-                self._wait_ready(pid, log_offset=offset)
-            except InfraError:
-                self._stop_pid(pid)
-                self.pid_file.unlink(missing_ok=True)
-                raise
-        return self.status()
+            return self._start(java)
 
     def down(self) -> bool:
         """Stop the broker by PID (SIGTERM, then SIGKILL). True if one was running."""
         self.home.mkdir(parents=True, exist_ok=True)
-        with _flock(self.home / ".lock"):
+        with flock(self.home / ".lock"):
             pid = self._running_pid()
             if pid is None:
                 self.pid_file.unlink(missing_ok=True)
@@ -187,7 +176,7 @@ class LocalBroker:
             "running": pid is not None,
             "ready": ready,
             "pid": pid,
-            "bootstrap": self.settings.kafka_bootstrap,
+            "bootstrap": f"{self.host}:{self.port}",
             "topics": topics,
             "log": str(self.log_file),
             "data_dir": str(self.data_dir),
@@ -195,7 +184,8 @@ class LocalBroker:
 
     # ------------------------------------------------------------------ steps
     def _check_local(self) -> None:
-        if "," in self.settings.kafka_bootstrap or self.host not in LOCAL_HOSTS:
+        several = "," in self.settings.kafka_bootstrap and self.node.voters is None  # a cluster checks its own list
+        if several or self.host not in LOCAL_HOSTS:
             raise InfraError(
                 f"the local broker listens on 127.0.0.1 only; DRIFT_KAFKA_BOOTSTRAP="
                 f"{self.settings.kafka_bootstrap!r} names another host. Use 127.0.0.1:<port>, or don't "
@@ -212,41 +202,23 @@ class LocalBroker:
             )
 
     def _java(self) -> str:
-        java_home = os.environ.get("JAVA_HOME")
-        java = None
-        if java_home and (Path(java_home) / "bin" / "java").is_file():
-            java = str(Path(java_home) / "bin" / "java")
-        java = java or shutil.which("java")
-        if not java:
-            raise InfraError(
-                "java not found (PATH or JAVA_HOME); the local Kafka broker needs Java 17 "
-                "(apt-get install openjdk-17-jre-headless, or `make deps` as root)"
-            )
-        try:
-            out = subprocess.run(
-                [java, "-version"], capture_output=True, text=True, timeout=30, check=False
-            ).stderr
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise InfraError(f"cannot run {java} -version: {exc}") from exc
-        m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
-        if m:
-            major = int(m.group(1)) if m.group(1) != "1" else int(m.group(2) or 0)
-            if major < MIN_JAVA:
-                raise InfraError(f"{java} is Java {major}; Kafka 3.9 needs Java {MIN_JAVA}+ (17 recommended)")
-        return java
+        return find_java()
 
     def _controller_port(self) -> int:
-        if self.port < 65535 and _port_free(self.port + 1):
+        if self.node.controller_port:
+            return self.node.controller_port
+        if self.port < 65535 and port_free(self.port + 1):
             return self.port + 1
         return free_port()
 
     def _write_properties(self, controller_port: int) -> None:
-        s = self.settings
+        s, n = self.settings, self.node
+        rf, min_isr = str(n.replication), str(max(1, n.replication - 1))
         props = {
-            # KRaft: one process is broker and controller, node 1, static quorum of one.
+            # KRaft: each process is broker and controller; a static quorum of one (or of the cluster's nodes).
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "node.id": str(n.node_id),
+            "controller.quorum.voters": n.voters or f"{n.node_id}@127.0.0.1:{controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -258,19 +230,26 @@ class LocalBroker:
             # consumer that subscribes before `driftctl up`, and production clusters disable it.
             "auto.create.topics.enable": "false",
             "num.partitions": "3",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
+            # a topic created without a replication factor (DRIFT_REPLICATION_FACTOR unset) gets these
+            "default.replication.factor": rf,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": rf,
             # 50 partitions (the default) make the first consumer group on a fresh broker slow.
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "10",
             "group.initial.rebalance.delay.ms": "0",
             "log.retention.ms": str(s.retention_ms),
             "log.retention.check.interval.ms": "300000",
             "delete.topic.enable": "true",
         }
+        if self.extra_listener is not None:
+            name, port = self.extra_listener
+            props["listeners"] += f",{name}://127.0.0.1:{port}"
+            props["advertised.listeners"] += f",{name}://127.0.0.1:{port}"
+            props["listener.security.protocol.map"] += f",{name}:{name}"
+        props.update(self.extra_properties)
         text = "# written by deploy/broker.py on every `up`; edits are lost\n"
         text += "".join(f"{k}={v}\n" for k, v in props.items())
         self.properties.write_text(text)
@@ -294,7 +273,7 @@ class LocalBroker:
         if proc.returncode != 0:
             raise InfraError(
                 f"formatting the Kafka storage in {self.data_dir} failed (exit {proc.returncode}):\n"
-                + _tail_text(proc.stdout + proc.stderr, 30)
+                + tail_text(proc.stdout + proc.stderr, 30)
             )
 
     def _start(self, java: str) -> tuple[int, int]:
@@ -340,7 +319,7 @@ class LocalBroker:
                     + (f" with code {code}" if code is not None else "")
                     + f"; {self.log_file}:\n{self._log_tail(log_offset)}"
                 )
-            if _port_open(self.port):
+            if port_open(self.port):
                 try:
                     admin = admin or self._admin()
                     if admin.list_topics(timeout=2).brokers:
@@ -375,7 +354,7 @@ class LocalBroker:
     def _admin(self) -> Any:
         from confluent_kafka.admin import AdminClient
 
-        return AdminClient(self.settings.confluent_config())
+        return AdminClient(self.settings.confluent_config(**{"bootstrap.servers": f"127.0.0.1:{self.port}"}))
 
     def _running_pid(self) -> int | None:
         try:
@@ -406,64 +385,12 @@ class LocalBroker:
         try:
             with open(self.log_file, "rb") as fh:
                 fh.seek(offset)
-                return _tail_text(fh.read().decode(errors="replace"), lines)
+                return tail_text(fh.read().decode(errors="replace"), lines)
         except FileNotFoundError:
             return "(no log)"
 
 
 # ---------------------------------------------------------------------- module helpers
-def new_cluster_id() -> str:
-    """A KRaft cluster id like Kafka's Uuid.randomUuid(): 22 chars of URL-safe base64.
-
-    Like Kafka, never one starting with '-': StorageTool's argument parser would take it
-    for an option ("argument --cluster-id/-t: expected one argument").
-    """
-    while True:
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        if not cid.startswith("-"):
-            return cid
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT leftovers
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _tail_text(text: str, lines: int) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-@contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m deploy.broker up|down|status`` (driftctl is the real front end)."""
     from schemas.settings import load_settings

@@ -21,7 +21,17 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from runtime.topics import ensure_topics
 
     broker = LocalBroker(settings)
-    if broker.host in LOCAL_HOSTS and "," not in settings.kafka_bootstrap:
+    if args.brokers is not None and args.brokers > 1:
+        from deploy.cluster import LocalCluster
+
+        cluster = LocalCluster(settings, args.brokers)
+        cluster.up()
+        settings = settings.model_copy(update={"kafka_bootstrap": cluster.bootstrap})
+        st = cluster.status()
+        print(f"local cluster of {st['brokers']} brokers up (replication factor {st['replication_factor']}, "
+              f"min.insync.replicas {st['min_insync_replicas']}); for every client:\n"
+              f"  export DRIFT_KAFKA_BOOTSTRAP={cluster.bootstrap}")  # fmt: skip
+    elif broker.host in LOCAL_HOSTS and "," not in settings.kafka_bootstrap:
         broker.up()
         print(f"local broker up at {settings.kafka_bootstrap}")
     else:
@@ -35,16 +45,26 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.broker import LocalBroker
+    from deploy.cluster import LocalCluster
 
-    LocalBroker(settings).down()
-    print("broker stopped")
+    nodes = LocalCluster(settings).down()  # the cluster last brought up here, if any
+    single = LocalBroker(settings).down()
+    print(f"stopped: {nodes} cluster node(s), {'the' if single else 'no'} single broker")
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.broker import LocalBroker
+    from deploy.cluster import LocalCluster
 
-    status = LocalBroker(settings).status()
+    cluster = LocalCluster(settings)
+    status = cluster.status() if cluster.nodes else LocalBroker(settings).status()
+    try:  # with this process's own address and security settings: a wrong one shows here
+        from runtime.preflight import check_kafka
+
+        status["kafka"] = {"reachable": True, "brokers": check_kafka(settings, timeout=5.0)}
+    except DriftError as exc:
+        status["kafka"] = {"reachable": False, "error": str(exc)}
     try:  # through the sink's query socket while the services hold the embedded store
         from consumers.query_server import open_reader
 
@@ -57,15 +77,24 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - status reports, never fails
         status["clickhouse"] = {"reachable": False, "error": str(exc)}
     print(json.dumps(status, indent=2, default=str))
-    return 0 if status.get("running") else 1
+    if not status["kafka"]["reachable"]:
+        print(f"driftctl status: {status['kafka']['error']}", file=sys.stderr)  # the one line to read
+        return 1
+    return 0
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from deploy.services import SERVICES, start_services
+    from deploy import services
+    from runtime.metrics import start_metrics
 
-    names = tuple(args.only.split(",")) if args.only else SERVICES
-    group = start_services(settings, names)
-    print(f"running {', '.join(names)}; Ctrl-C stops them", file=sys.stderr)
+    names = services.check_names(tuple(n.strip() for n in args.only.split(","))) if args.only else services.SERVICES
+    workers = services.parse_workers(args.workers, names)
+    slots = services.plan_slots(settings, workers)  # checks the plan before anything starts
+    preflight(settings)  # the model config and the cluster: one line, before anything starts
+    start_metrics(settings, "supervisor", port=services.supervisor_port(settings, slots))
+    group = services.start_services(settings, names, workers=workers)
+    shown = ", ".join(n if workers[n] == 1 else f"{n} x{workers[n]}" for n in names)
+    print(f"running {shown}; a service that dies is restarted; Ctrl-C stops them", file=sys.stderr)
     stopping = False
 
     def request_stop(*_: object) -> None:
@@ -74,15 +103,21 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    while not stopping:
-        dead = [n for n, ok in group.alive().items() if not ok]
-        if dead:
-            print(f"service(s) exited: {', '.join(dead)}; stopping the rest", file=sys.stderr)
-            break
+    while not stopping and group.fatal is None:
+        group.supervise()  # restarts a dead service with backoff; each restart logged (WARNING)
         time.sleep(0.5)
     codes = group.stop()
-    print(f"stopped: {codes}", file=sys.stderr)
+    print(f"stopped: {codes}; restarts: {group.restarts()}", file=sys.stderr)
     return 0 if stopping and all(c in (0, -signal.SIGTERM) for c in codes.values()) else 1
+
+
+def preflight(settings: Settings) -> None:
+    """What every service would trip on at start, checked once here: one line, in seconds."""
+    from runtime.preflight import check_kafka
+    from streams.config import model_config
+
+    model_config(settings)  # a bad DRIFT_DETECTION_CONFIG: ConfigError naming the file and the key
+    check_kafka(settings)  # unreachable, wrong TLS or SASL: InfraError naming the setting
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
@@ -124,6 +159,16 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, events_per_slice=args.events_per_slice)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.suite == "detect":
         from deploy.bench_detect import run_detect_bench
@@ -133,10 +178,20 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from deploy.bench_retrain import run_retrain_bench
 
         result = run_retrain_bench(settings, out=sys.stderr, quick=args.quick)
+    elif args.suite == "chaos":
+        from deploy.bench_chaos import run_chaos_bench
+
+        result = run_chaos_bench(settings, out=sys.stderr if args.json else sys.stdout, events=args.events, seed=args.seed)
     elif args.suite == "rollout":
         from deploy.bench_rollout import run_rollout_bench
 
         result = run_rollout_bench(settings, out=sys.stderr, quick=args.quick)
+    elif args.baseline or args.workers > 1 or args.rounds > 1:  # side by side: the plain loop, 1..N workers
+        from deploy.bench_throughput import compare_throughput, format_summary
+
+        result = compare_throughput(settings, args.events, baseline=args.baseline, workers=args.workers,
+                                    rounds=args.rounds)
+        print(format_summary(result))
     else:  # throughput of one streams worker
         from deploy.bench_throughput import measure_worker_throughput
 
@@ -153,13 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="driftctl", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start the local broker, create topics, apply the ClickHouse schema").set_defaults(fn=cmd_up)
-    sub.add_parser("down", help="stop the local broker").set_defaults(fn=cmd_down)
+    u = sub.add_parser("up", help="start the local broker, create topics, apply the ClickHouse schema")
+    u.add_argument("--brokers", type=int, metavar="N", help="a local KRaft cluster of N nodes (default: one broker)")
+    u.set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop the local broker or cluster").set_defaults(fn=cmd_down)
     sub.add_parser("status", help="broker, topics and ClickHouse as JSON").set_defaults(fn=cmd_status)
     r = sub.add_parser("run", help="all services in the foreground; Ctrl-C stops them")
     from deploy.services import SERVICES
 
     r.add_argument("--only", help=f"comma-separated subset of {','.join(SERVICES)}")
+    r.add_argument("--workers", metavar="NAME=N,...", help="processes per service in its consumer group (streams=2,retrain=2)")
     r.set_defaults(fn=cmd_run)
     pr = sub.add_parser("produce", help="JSON-lines events to the events topic")
     pr.add_argument("--file", required=True)
@@ -181,10 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--events-per-slice", type=int, default=3000)
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("bench", help="benchmarks: detect (delay, misses, false alarms, vs Evidently), throughput")
-    b.add_argument("suite", choices=("detect", "throughput", "retrain", "rollout"))
+    b.add_argument("suite", choices=("detect", "throughput", "retrain", "chaos", "rollout"))
     b.add_argument("--quick", action="store_true", help="a small version of the suite")
     b.add_argument("--events", type=int, default=200_000, help="events for the throughput suite")
+    b.add_argument("--baseline", action="store_true",
+                   help="throughput: also the plain loop (1 consumer, fastavro, 1 ADWIN per slice x feature), and the ratio")
+    b.add_argument("--workers", type=_positive_int, default=1,
+                   help="throughput: also 2..N streams workers in one group, side by side with one")
+    b.add_argument("--rounds", type=_positive_int, default=1,
+                   help="throughput: repeat the comparison (medians are reported; for a loaded machine)")
     b.add_argument("--json", action="store_true", help="also print the result as one JSON line")
+    b.add_argument("--seed", type=int, default=7, help="chaos: the fault schedule's and the scenario's seed")
     b.set_defaults(fn=cmd_bench)
     # Commands of the retraining and monitoring areas live next to their code.
     from deploy import cli_monitor, cli_retrain
@@ -203,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(load_settings(), args)
     except DriftError as exc:
-        print(f"driftctl {args.command}: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message carried (YAML marks...)
+        print(f"driftctl {args.command}: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -3,7 +3,8 @@
 Reproducibility is the point: a RetrainRequest names offsets, not "the latest data", so a job
 re-run reads exactly the same events. The reader assigns partitions and seeks (no group
 membership, no commits), stops each partition at its exclusive end offset, skips messages that
-do not decode (counted and logged; the streams worker already sent them to the DLQ) and applies
+do not decode (``schemas.codec.decode_event``, the streams worker's decoder and limits: counted
+and logged; the streams worker already sent them to the DLQ) and applies
 ``labelled_only`` and, when the snapshot names one, ``before_event_time`` (events from that
 epoch-millisecond time on are left out: what a first version's reference data uses to stop at a
 drift's onset on every partition). It returns every slice in the ranges: the job trains on the
@@ -21,7 +22,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from runtime.kafka import watermarks
-from schemas.codec import decode_event
+from schemas.codec import EventLimits, decode_event
 from schemas.errors import ConfigError, InfraError, SchemaError
 from schemas.settings import Settings
 
@@ -54,6 +55,7 @@ def read_snapshot(settings: Settings, snapshot: Mapping[str, Any], timeout: floa
     }
     if not wanted:
         return []
+    limits = EventLimits.from_settings(settings)  # what the streams worker dead-letters is skipped here too
     consumer = _consumer(settings)
     by_partition: dict[int, list[dict]] = {}  # fetches interleave partitions in no fixed order
     skipped = 0
@@ -94,7 +96,7 @@ def read_snapshot(settings: Settings, snapshot: Mapping[str, Any], timeout: floa
                     continue
                 if off >= start:
                     try:
-                        event = decode_event(msg.value())
+                        event = decode_event(msg.value(), limits)
                     except SchemaError as exc:
                         skipped += 1
                         log.debug("snapshot %s[%d]@%d skipped: %s", topic, p, off, exc)

@@ -39,6 +39,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from retrain_jobs.result import retrain_result
 from runtime import metrics
+from runtime.kafka_logs import kafka_log_config
+from runtime.service import serve
 from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
 from schemas.errors import DriftError, InfraError
 from schemas.retraining import FAILED_REASON_PREFIX, TIERS
@@ -149,7 +151,7 @@ class RetrainWorker:
     ):
         self.settings = settings
         self._consumer = consumer
-        self.producer = producer if producer is not None else Producer(settings.producer_config())
+        self.producer = producer if producer is not None else Producer(settings.producer_config(**kafka_log_config(log)))
         if bootstrap is None and run_job is None:  # with an injected job, the job decides alone
             bootstrap = bootstrap_from_reference  # (decided before run_job gets its default below)
         if read_snapshot is None:
@@ -179,7 +181,8 @@ class RetrainWorker:
                         "client.id": f"drift-retrain-{self.settings.worker_id}",
                         "enable.auto.commit": False,  # commit only after the result is acknowledged
                         "auto.offset.reset": "earliest",
-                        "logger": log,
+                        "session.timeout.ms": int(self.settings.kafka_session_timeout_seconds * 1000),
+                        **kafka_log_config(log),  # repeated connection errors: once per interval
                     }
                 )
             )
@@ -349,13 +352,8 @@ class RetrainWorker:
 
 
 def run(settings: Settings) -> None:
-    import signal
-
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     try:
-        RetrainWorker(settings).run(stop)
+        serve("retrain", lambda stop: RetrainWorker(settings).run(stop))
     except HungJobError as exc:
         log.error("%s", exc)
         logging.shutdown()

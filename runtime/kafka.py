@@ -11,6 +11,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
+from runtime.kafka_logs import kafka_log_config
 from schemas.errors import InfraError, SchemaError
 from schemas.settings import Settings
 
@@ -73,7 +74,9 @@ def retry_transient(call: Callable[[], T], what: str, *, timeout: float = 60.0, 
 
 def _probe(settings: Settings, group: str | None = None) -> Consumer:
     return Consumer(
-        settings.confluent_config(**{"group.id": group or f"probe-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False})
+        settings.confluent_config(**{
+            "group.id": group or f"probe-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False, **kafka_log_config(log),
+        })
     )
 
 
@@ -305,3 +308,15 @@ def read_topic(settings: Settings, topic: str, **kwargs: Any) -> list[Any]:
     kwargs.setdefault("until_end", True)
     with closing(iter_topic(settings, topic, **kwargs)) as records:
         return list(records)
+
+
+def group_assignment(admin: Any, group: str, timeout: float = 10.0) -> dict[str, list[tuple[str, int]]] | None:
+    """{member's client id: [(topic, partition), ...]} of a *stable* consumer group, else None
+    (rebalancing, empty, or unknown). ``admin`` is an ``AdminClient``; one try, no retries."""
+    description = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result()
+    if description.state.name != "STABLE":
+        return None
+    return {
+        m.client_id: sorted((tp.topic, tp.partition) for tp in (m.assignment.topic_partitions if m.assignment else []))
+        for m in description.members
+    }

@@ -2,7 +2,8 @@
 
 Each service process serves ``/metrics`` on its own port: ``DRIFT_METRICS_PORT`` for the
 first service and the next ports for the others, in :data:`SERVICE_PORT_OFFSETS` order
-(``0`` turns the endpoints off). Metric objects live here, module level, so any service
+(``0`` turns the endpoints off); ``driftctl run`` puts further workers of a service
+(``--workers``) and its own endpoint (restarts) on the ports after those. Metric objects live here, module level, so any service
 increments them with one line, e.g. ``metrics.RETRAIN_JOBS.labels(model, tier, decision).inc()``
 or the ``observe_*`` helpers. Names (Prometheus adds ``_total`` to counters):
 
@@ -20,6 +21,8 @@ driftwatch_retrain_train_seconds{tier}      histogram of training time per job
 driftwatch_retrain_params_updated_total     parameters trained by the jobs; over driftwatch_retrain_params_total
 driftwatch_retrain_params_total             (parameters of the models they updated) the share retraining touched
 driftwatch_query_requests_total{outcome}    SQL answered on the query socket (ok, refused, query, request)
+driftwatch_service_restarts_total{service,worker}  dead services ``driftctl run`` restarted (its own endpoint)
+driftwatch_service_up{service,worker}       1 while the supervised process runs, 0 while it waits for a restart
 driftwatch_rollout_stages_total{model,stage}  ModelUpdate records the rollout service published, by stage
 driftwatch_rollout_events_total{model}      paired labelled events the rollouts scored
 driftwatch_rollouts_active                  rollouts in shadow, canary or watch
@@ -74,6 +77,8 @@ ROLLOUT_CANARY_FRACTION = Gauge(
 SERVING_PREDICTIONS = Counter(
     "driftwatch_serving_predictions", "Predictions made by serving handles", ["model", "version"]
 )
+SERVICE_RESTARTS = Counter("driftwatch_service_restarts", "Dead services restarted by driftctl run", ["service", "worker"])
+SERVICE_UP = Gauge("driftwatch_service_up", "1 while a supervised service process runs", ["service", "worker"])
 
 
 def service_port(settings: Settings, service: str) -> int | None:
@@ -84,9 +89,10 @@ def service_port(settings: Settings, service: str) -> int | None:
     return settings.metrics_port + offset
 
 
-def start_metrics(settings: Settings, service: str) -> int | None:
-    """Serve /metrics for this process; a busy port is logged, never fatal (metrics are optional)."""
-    port = service_port(settings, service)
+def start_metrics(settings: Settings, service: str, port: int | None = None) -> int | None:
+    """Serve /metrics for this process (on ``port``, default :func:`service_port`); a busy port is
+    logged, never fatal (metrics are optional)."""
+    port = port if port is not None and settings.metrics_port else service_port(settings, service)
     if port is None:
         return None
     try:

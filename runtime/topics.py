@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class TopicSpec:
     name: str
     partitions: int
-    replication_factor: int
+    replication_factor: int | None  # None: the cluster's default.replication.factor
     config: dict[str, str] = field(default_factory=dict)
 
 
@@ -50,8 +50,8 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
 def create_topics(settings: Settings, specs: list[TopicSpec], *, timeout: float = 30.0) -> list[str]:
     """Create ``specs`` idempotently and wait until every partition has a leader."""
     admin = _admin(settings)
-    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
-           for s in specs]  # fmt: skip
+    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor or -1,
+                    config=s.config) for s in specs]  # fmt: skip
     try:
         futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     except KafkaException as exc:

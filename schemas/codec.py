@@ -17,6 +17,7 @@ import copy
 import io
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from importlib import resources
@@ -189,6 +190,7 @@ def _numeric_map(name: str, value: Any) -> dict[str, float | None]:
         raise SchemaError(f"{name}: expected an object of name -> number, got {type(value).__name__}")
     out: dict[str, float | None] = {}
     for key, v in value.items():
+        _text(f"{name} name", key)
         if v is None:
             out[key] = None
         elif isinstance(v, (int, float)):  # true/false count as 1/0 (a flag feature)
@@ -198,10 +200,20 @@ def _numeric_map(name: str, value: Any) -> dict[str, float | None]:
     return out
 
 
+def _text(name: str, value: str) -> str:
+    """A JSON string as it will be written (UTF-8): a lone surrogate (``"\\ud800"``) cannot be."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SchemaError(f"{name[:300]}: not valid Unicode text ({exc.reason} at {exc.start})") from None
+    return value
+
+
 def _identifier(name: str, value: Any) -> str:
     """event_id, model and slice: strings; integer ids (``"slice": 7``) are taken as their text."""
     if isinstance(value, str):
-        return value
+        return _text(name, value)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise SchemaError(f"{name}: expected a string, got {value!r}")
@@ -213,8 +225,11 @@ def _optional_identifier(name: str, value: Any) -> str | None:
 
 def _category(name: str, value: Any) -> str | None:
     """A categorical value: a string; a number or true/false is taken as its JSON text."""
-    if value is None or isinstance(value, str):
+    _text("categorical name", name)
+    if value is None:
         return value
+    if isinstance(value, str):
+        return _text(f"categorical.{name}", value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
@@ -265,16 +280,120 @@ def normalize_event(obj: Any) -> dict[str, Any]:
     return event
 
 
-def parse_json_event(data: bytes | str) -> dict[str, Any]:
+MAX_JSON_DEPTH_HINT = 900  # about where CPython's json parser gives up (the recursion limit)
+
+
+def loads_json(data: bytes | str, what: str = "event") -> Any:
+    """``json.loads`` whose every failure is a SchemaError with the reason.
+
+    Deep nesting (``{"a":{"a":...}}`` 50,000 levels) stops the C parser at the
+    interpreter's recursion limit within microseconds; that RecursionError, invalid
+    UTF-8 and over-long integers become one clear reason instead of a traceback.
+    """
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SchemaError(f"event: invalid JSON: {exc}") from exc
-    return normalize_event(obj)
+        if isinstance(data, bytes):  # strictly: json.loads(bytes) lets encoded lone surrogates through
+            data = data.decode("utf-8")
+        return json.loads(data)
+    except RecursionError:
+        raise SchemaError(
+            f"{what}: JSON nested too deeply (over about {MAX_JSON_DEPTH_HINT} levels; an event has at most 3)"
+        ) from None
+    except (ValueError, UnicodeDecodeError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise SchemaError(f"{what}: invalid JSON: {exc}") from None
 
 
-def decode_event(data: bytes | None) -> dict[str, Any]:
-    """Decode an input-topic message: Avro single-object or a JSON object."""
+def parse_json_event(data: bytes | str) -> dict[str, Any]:
+    return normalize_event(loads_json(data))
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    """What one event may carry; a bigger one is dead-lettered with the limit named.
+
+    ``max_id_length``: characters of event_id, model, slice, model_version, feature names
+    and categorical names and values (a 100,000-character slice would otherwise become a
+    slice, with its detectors, for good). ``max_features``: numeric plus categorical
+    entries (each costs a set of detectors per slice). ``max_abs_value``: feature,
+    prediction and label magnitudes; beyond 1e150 a square overflows a double and the
+    variance detectors would compute inf. NaN features stay "missing", as null does.
+    """
+
+    max_id_length: int = 256
+    max_features: int = 1000
+    max_abs_value: float = 1e150
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> EventLimits:
+        return cls(settings.event_max_id_length, settings.event_max_features)
+
+
+DEFAULT_LIMITS = EventLimits()
+_ID_SETTING = "DRIFT_EVENT_MAX_ID_LENGTH"
+
+
+def _within(values: Any, top: float) -> bool:
+    """All values in [-top, top] (None and NaN allowed), with C-level min/max on the hot path."""
+    try:
+        lo, hi = min(values), max(values)
+    except TypeError:  # a None among them
+        return all(v is None or -top <= v <= top or math.isnan(v) for v in values)
+    if lo is None or hi is None:  # a lone None
+        return all(v is None or -top <= v <= top or math.isnan(v) for v in values)
+    if math.isnan(lo) or math.isnan(hi):  # a leading NaN sticks in min/max: look at each
+        return all(-top <= v <= top or math.isnan(v) for v in values)
+    return -top <= lo and hi <= top
+
+
+def check_limits(event: dict[str, Any], limits: EventLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Raise SchemaError if ``event`` (canonical shape) exceeds ``limits``; return it otherwise."""
+    n = limits.max_id_length
+    for name in ("event_id", "model", "slice", "model_version"):
+        value = event.get(name)
+        if value is not None and len(value) > n:
+            raise SchemaError(f"event: {name} is {len(value):,} characters, over the limit of {n} ({_ID_SETTING})")
+    features, categorical = event["features"], event["categorical"]
+    if len(features) + len(categorical) > limits.max_features:
+        raise SchemaError(
+            f"event: {len(features) + len(categorical):,} features, over the limit of {limits.max_features} "
+            f"(DRIFT_EVENT_MAX_FEATURES)"
+        )
+    top = limits.max_abs_value
+    if features and (max(map(len, features)) > n or not _within(features.values(), top)):
+        for key, v in features.items():  # the slow path only names the culprit
+            if len(key) > n:
+                raise SchemaError(f"event: a feature name is {len(key):,} characters, over the limit of {n} ({_ID_SETTING})")
+            if v is not None and not -top <= v <= top and not math.isnan(v):  # NaN means missing, as null
+                raise SchemaError(f"features.{key}: {v!r} is not a finite number within +-{top:g}")
+    for key, v in categorical.items():
+        if len(key) > n or (v is not None and len(v) > n):
+            raise SchemaError(f"categorical.{key[:64]}: name or value over the limit of {n} characters ({_ID_SETTING})")
+    for name in ("prediction", "label"):
+        v = event.get(name)
+        if v is not None and not -top <= v <= top:
+            raise SchemaError(f"{name}: {v!r} is not a finite number within +-{top:g}")
+    return event
+
+
+def decode_event(data: bytes | None, limits: EventLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Decode an input-topic message: Avro single-object or a JSON object.
+
+    The one decoder of every reader of the events topic (streams, snapshot reads, rollout):
+    whatever the bytes, it returns a valid event within ``limits`` or raises
+    :class:`SchemaError` with the reason (no RecursionError, MemoryError or
+    UnicodeDecodeError escapes), so every reader dead-letters or skips the same records
+    for the same reason.
+    """
+    try:
+        return check_limits(_decode_event(data), limits)
+    except SchemaError:
+        raise
+    except (RecursionError, MemoryError) as exc:
+        raise SchemaError(f"event: too large or too deeply nested to decode ({type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - the contract: only SchemaError leaves the decoder
+        raise SchemaError(f"event: undecodable: {type(exc).__name__}: {exc}") from None
+
+
+def _decode_event(data: bytes | None) -> dict[str, Any]:
     if not data:
         raise SchemaError("event: empty message; expected Avro single-object encoding or a JSON object")
     if data[:2] == MAGIC:

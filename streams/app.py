@@ -45,6 +45,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from runtime import metrics
 from runtime.kafka import watermarks
+from runtime.kafka_logs import kafka_log_config
+from schemas.codec import EventLimits
 from schemas.errors import ConfigError, DriftError
 from schemas.settings import Settings
 from streams.config import build_monitor, model_config
@@ -117,6 +119,7 @@ class StreamsApp:
         self.monitor: Monitor = build_monitor(settings, loader=self._load, config=config)
         base_dir = settings.detection_config.parent if settings.detection_config else None
         self.sources = build_sources(config.sources, base_dir) if config is not None else {}
+        self.limits = EventLimits.from_settings(settings)  # ids, feature count: longer is dead-lettered
         self.topics = [self.topic, *self.sources]  # users' own topics, mapped onto events (streams/sources.py)
         # bridged sources' partitions carry no slice state: their events are forwarded to the events topic
         self.bridged = frozenset(t for t, s in self.sources.items() if s.bridged)
@@ -143,7 +146,9 @@ class StreamsApp:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._ensure_topics()
-        self.producer = Producer(self.settings.producer_config(**{"message.max.bytes": 16 * 1024 * 1024}))
+        self.producer = Producer(
+            self.settings.producer_config(**{"message.max.bytes": 16 * 1024 * 1024, **kafka_log_config(log)})
+        )
         self.consumer = Consumer(
             self.settings.confluent_config(
                 **{
@@ -153,6 +158,7 @@ class StreamsApp:
                     "auto.offset.reset": "earliest",
                     "session.timeout.ms": int(self.settings.streams_session_timeout_seconds * 1000),
                     **metrics.stats_config(self.settings),  # consumer lag gauges (runtime/metrics.py)
+                    **kafka_log_config(log),  # repeated connection errors: once per interval
                 }
             )
         )
@@ -202,7 +208,7 @@ class StreamsApp:
                     log.warning("consumer error: %s", err)
                 continue
             batch.append(Message(m.key(), m.value(), m.topic(), m.partition(), m.offset(), m.timestamp()[1]))
-        out = handle_batch(self.monitor, batch, int(time.time() * 1000), self.sources)
+        out = handle_batch(self.monitor, batch, int(time.time() * 1000), self.sources, self.limits)
         metrics.observe_streams(out, len(batch), self.topic)
         self._send(out)
         for msg in batch:

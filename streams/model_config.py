@@ -102,8 +102,11 @@ def load_model_config(path: Path | str) -> ModelConfig:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ConfigError(f"model config {path}: cannot read it: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"model config {path}: not valid YAML: {exc}") from exc
+    except yaml.YAMLError as exc:  # one line: where, then what (the library's text spans several)
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"model config {path}: not valid YAML{where}: {' '.join(str(what).split())}") from None
     return parse_model_config(data, f"model config {path}")
 
 

@@ -15,7 +15,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from schemas.codec import ALERT, DEAD_LETTER, EVENT, STAT, decode_event
+from schemas.codec import (
+    ALERT,
+    DEAD_LETTER,
+    DEFAULT_LIMITS,
+    EVENT,
+    STAT,
+    EventLimits,
+    check_limits,
+    decode_event,
+)
 from schemas.errors import SchemaError
 from streams.monitor import Monitor, SliceState
 from streams.sources import Source
@@ -50,12 +59,19 @@ class Message(NamedTuple):
     timestamp_ms: int | None
 
 
+MAX_DEAD_LETTER_VALUE = 900_000  # with the envelope, under the broker's default 1 MB message limit
+
+
 def dead_letter(msg: Message, reason: str, error_type: str, worker_id: str, now_ms: int) -> bytes:
+    value = msg.value
+    if value is not None and len(value) > MAX_DEAD_LETTER_VALUE:  # else its delivery fails and stops the worker
+        reason = f"{reason[:3000]} [original value cut from {len(value):,} bytes; whole at its source offset]"
+        value = value[:MAX_DEAD_LETTER_VALUE]
     return DEAD_LETTER.encode(
         {
             "schema_version": DEAD_LETTER.version,
             "original_key": msg.key,
-            "original_value": msg.value,
+            "original_value": value,
             "reason": reason[:4000],
             "error_type": error_type,
             "source_topic": msg.topic,
@@ -69,7 +85,8 @@ def dead_letter(msg: Message, reason: str, error_type: str, worker_id: str, now_
 
 
 def handle(
-    monitor: Monitor, msg: Message, now_ms: int, out: Outgoing | None = None, sources: Mapping[str, Source] | None = None
+    monitor: Monitor, msg: Message, now_ms: int, out: Outgoing | None = None, sources: Mapping[str, Source] | None = None,
+    limits: EventLimits = DEFAULT_LIMITS,
 ) -> Outgoing:
     """Process one message, appending its records to ``out`` (a new Outgoing if None).
 
@@ -82,9 +99,9 @@ def handle(
     try:
         src = sources.get(msg.topic) if sources else None
         if src is None:
-            event = decode_event(msg.value)
+            event = decode_event(msg.value, limits)
         else:
-            event = src.to_event(msg.value, msg.partition, msg.offset, msg.timestamp_ms)
+            event = check_limits(src.to_event(msg.value, msg.partition, msg.offset, msg.timestamp_ms), limits)
             if src.bridged:
                 out.forwards.append((event["slice"].encode(), EVENT.encode(event)))
                 return out
@@ -109,12 +126,13 @@ def handle(
 
 
 def handle_batch(
-    monitor: Monitor, msgs: Iterable[Message], now_ms: int, sources: Mapping[str, Source] | None = None
+    monitor: Monitor, msgs: Iterable[Message], now_ms: int, sources: Mapping[str, Source] | None = None,
+    limits: EventLimits = DEFAULT_LIMITS,
 ) -> Outgoing:
     """A batch shares one Outgoing and one clock reading: no per-event allocation or time()."""
     out = Outgoing()
     for msg in msgs:
-        handle(monitor, msg, now_ms, out, sources)
+        handle(monitor, msg, now_ms, out, sources, limits)
     return out
 
 

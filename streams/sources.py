@@ -44,7 +44,7 @@ from typing import Any, Literal
 from fastavro import parse_schema, schemaless_reader
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.codec import EVENT, HEADER_LEN, MAGIC, RecordCodec, _event_time_ms
+from schemas.codec import EVENT, HEADER_LEN, MAGIC, RecordCodec, _event_time_ms, loads_json
 from schemas.errors import ConfigError, SchemaError
 
 _MISSING = object()
@@ -166,10 +166,7 @@ class Source:
         if not value:
             raise SchemaError(f"{self.topic}: empty message")
         if self.config.format == "json":
-            try:
-                return json.loads(value)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise SchemaError(f"{self.topic}: invalid JSON: {exc}") from exc
+            return loads_json(value, self.topic)  # every failure (deep nesting too) a SchemaError
         body = value
         framing = self.config.framing
         if framing == "single_object" or (framing == "auto" and value[:2] == MAGIC):

@@ -8,9 +8,8 @@ restarted or another worker resumes exactly there.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 
+from runtime.service import serve
 from schemas.settings import Settings, load_settings
 from streams.app import create_app
 
@@ -18,19 +17,14 @@ log = logging.getLogger(__name__)
 
 
 def run(settings: Settings) -> None:
-    stop = threading.Event()
+    def start(stop) -> None:
+        app = create_app(settings)
+        log.info(
+            "streams worker %s of group %s on %s", settings.worker_id, settings.app_id, settings.topics.events
+        )
+        app.run(stop)
 
-    def on_signal(signum, _frame) -> None:
-        log.info("signal %d: stopping after the current batch", signum)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    app = create_app(settings)
-    log.info(
-        "streams worker %s of group %s on %s", settings.worker_id, settings.app_id, settings.topics.events
-    )
-    app.run(stop)
+    serve("streams", start)
 
 
 def main() -> None:

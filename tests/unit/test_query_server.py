@@ -10,6 +10,7 @@ from uuid import UUID
 
 import pytest
 
+from consumers import query_guard
 from consumers import query_server as qs
 from consumers.store import apply_schema, close_clickhouse, open_clickhouse, query, query_socket_path
 from deploy.queries import get_query, named_queries, parse_query
@@ -64,7 +65,7 @@ def test_values_survive_the_wire_with_their_python_types():
                                  "DESCRIBE drift_alerts", "EXPLAIN SELECT 1", "-- note\n/* c */ SELECT 2",
                                  "SELECT ';'"])  # fmt: skip
 def test_reads_pass_the_statement_check(sql):
-    qs.check_read_only(sql)
+    query_guard.check_read_only(sql)
 
 
 @pytest.mark.parametrize("sql", ["INSERT INTO drift_alerts SELECT * FROM drift_alerts", "DROP TABLE drift_stats",
@@ -72,7 +73,7 @@ def test_reads_pass_the_statement_check(sql):
                                  "SELECT 1; DROP TABLE drift_stats", "OPTIMIZE TABLE drift_alerts FINAL"])  # fmt: skip
 def test_writes_and_several_statements_are_refused(sql):
     with pytest.raises(qs.QueryError, match="read-only|one statement"):
-        qs.check_read_only(sql)
+        query_guard.check_read_only(sql)
 
 
 # --- the server ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,12 @@ def sasl_env(monkeypatch: pytest.MonkeyPatch, password: str = "s3cr3t-pw") -> No
     monkeypatch.setenv("DRIFT_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     monkeypatch.setenv("DRIFT_KAFKA_SASL_USERNAME", "drift")
     monkeypatch.setenv("DRIFT_KAFKA_SASL_PASSWORD", password)
-    monkeypatch.setenv("DRIFT_KAFKA_SSL_CAFILE", "/etc/ssl/ca.pem")
+    monkeypatch.setenv("DRIFT_KAFKA_SSL_CAFILE", str(SSL_DIR / "ca.pem"))  # the files must exist
+
+
+SSL_DIR = Path(tempfile.mkdtemp(prefix="drift-ssl-"))
+for _name in ("ca.pem", "client.pem", "client.key"):
+    (SSL_DIR / _name).write_text("placeholder: only its path is read here\n")
 
 
 def test_defaults() -> None:
@@ -89,8 +95,8 @@ def test_sasl_password_alone_is_not_enough(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_confluent_config_carries_sasl_and_ssl(monkeypatch: pytest.MonkeyPatch) -> None:
     sasl_env(monkeypatch)
-    monkeypatch.setenv("DRIFT_KAFKA_SSL_CERTFILE", "/etc/ssl/client.pem")
-    monkeypatch.setenv("DRIFT_KAFKA_SSL_KEYFILE", "/etc/ssl/client.key")
+    monkeypatch.setenv("DRIFT_KAFKA_SSL_CERTFILE", str(SSL_DIR / "client.pem"))
+    monkeypatch.setenv("DRIFT_KAFKA_SSL_KEYFILE", str(SSL_DIR / "client.key"))
     monkeypatch.setenv("DRIFT_KAFKA_SSL_KEY_PASSWORD", "keypw")
     conf = load_settings().confluent_config(**{"group.id": "g"})
     assert conf == {
@@ -99,9 +105,9 @@ def test_confluent_config_carries_sasl_and_ssl(monkeypatch: pytest.MonkeyPatch) 
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "drift",
         "sasl.password": "s3cr3t-pw",
-        "ssl.ca.location": "/etc/ssl/ca.pem",
-        "ssl.certificate.location": "/etc/ssl/client.pem",
-        "ssl.key.location": "/etc/ssl/client.key",
+        "ssl.ca.location": str(SSL_DIR / "ca.pem"),
+        "ssl.certificate.location": str(SSL_DIR / "client.pem"),
+        "ssl.key.location": str(SSL_DIR / "client.key"),
         "ssl.key.password": "keypw",
         "group.id": "g",
     }
