@@ -27,7 +27,7 @@ def test_the_shipped_manifests_pass_every_check():
 
 def test_every_object_is_checked():
     kinds = sorted(d["kind"] for _, d in load_documents(K8S_DIR.glob("*.yaml")))
-    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Deployment", "Deployment", "Job",
+    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Deployment", "Deployment", "Deployment", "Job",
                      "PersistentVolumeClaim", "Secret"]  # fmt: skip
 
 

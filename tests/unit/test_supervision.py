@@ -30,7 +30,7 @@ def test_backoff_doubles_for_quick_deaths_and_resets_after_a_healthy_run() -> No
 
 
 def test_parse_workers_names_the_bad_part() -> None:
-    assert parse_workers("streams=2, retrain=3") == {"streams": 2, "router": 1, "retrain": 3, "sink": 1}
+    assert parse_workers("streams=2, retrain=3") == {"streams": 2, "router": 1, "retrain": 3, "rollout": 1, "sink": 1}
     assert parse_workers(None, ("streams",)) == {"streams": 1}
     with pytest.raises(ConfigError, match="unknown service 'stream'.*valid: streams"):
         parse_workers("stream=2")
@@ -41,8 +41,9 @@ def test_parse_workers_names_the_bad_part() -> None:
 
 def test_plan_gives_unique_worker_ids_and_ports() -> None:
     settings = load_settings(metrics_port=19600, worker_id="host")
-    slots = plan_slots(settings, {"streams": 3, "router": 1, "retrain": 2, "sink": 1})
-    assert [s.key for s in slots] == ["streams", "streams-2", "streams-3", "router", "retrain", "retrain-2", "sink"]
+    slots = plan_slots(settings, {"streams": 3, "router": 1, "retrain": 2, "rollout": 1, "sink": 1})
+    assert [s.key for s in slots] == ["streams", "streams-2", "streams-3", "router", "retrain", "retrain-2", "rollout",
+                                      "sink"]
     streams_ids = [s.worker_id for s in slots if s.service == "streams"]
     assert streams_ids == ["host-1", "host-2", "host-3"]
     assert next(s.worker_id for s in slots if s.service == "router") == "host"  # alone: unchanged
