@@ -211,8 +211,10 @@ def test_a_handle_follows_the_rollout_service_through_promotion_and_rollback(kaf
     updates = [u for u in read_topic(settings, settings.topics.models, decode=value_decoder(MODEL_UPDATE.decode))
                if u["model"] == model and u["version"] == "v0002"]  # fmt: skip
     assert [u["stage"] for u in updates] == ["CANDIDATE", "SHADOW", "CANARY", "PROMOTED", "ROLLED_BACK"], log_tail
-    rolled_back = updates[-1]
-    assert rolled_back["current_version"] == "v0001" and rolled_back["candidate_loss"] > rolled_back["incumbent_loss"]
+    canary, rolled_back = updates[2], updates[-1]
+    assert canary["candidate_loss"] < canary["incumbent_loss"]  # the shadow's events: the changed concept
+    assert rolled_back["current_version"] == "v0001" and rolled_back["events"] > 0
+    assert rolled_back["candidate_loss"] is not None and rolled_back["incumbent_loss"] is not None  # the watch's
     results = [r for r in read_topic(settings, settings.topics.retrain_results, decode=value_decoder(
         RETRAIN_RESULT.decode)) if r["request_id"] == candidate["request_id"]]  # fmt: skip
     assert [r["decision"] for r in results] == ["CANDIDATE", "PROMOTED", "ROLLED_BACK"]
