@@ -26,15 +26,19 @@ cut, the events topic's current end offsets; the Kafka service around it is
    for that slice arriving in it (or while its request is in flight) are suppressed: the
    request's snapshot already reaches past them. Alerts already part of a request (a replay
    after a restart) are dropped as duplicates.
-6. **Escalation.** A REJECTED result by the validation gate (not a failed job or missing data,
-   see :data:`FINAL_REASON_PREFIXES`) makes a request for the next tier (``next_tier``:
+   **Triage.** A result SKIPPED by triage (a data drift that did not hurt the model, cause
+   NO_HARM) cools the slice down again from its arrival; a PERFORMANCE_DRIFT or LABEL_DRIFT
+   alert on that slice still gets through that cooldown (measured harm outranks the triage).
+6. **Escalation.** A REJECTED result whose typed ``cause`` is a gate check
+   (:data:`schemas.retraining.ESCALATING_CAUSES`; not a failed job, missing data or a stale
+   parent) makes a request for the next tier (``next_tier``:
    ADAPTER -> MODULE -> FULL) on the same alerts and the same snapshot, up to ``max_tier`` and
    ``max_escalations`` per original request; it takes the freed slot at once. ``max_tier``
    defaults to MODULE: a full retrain (every parameter) never starts on its own unless configured.
 7. **Rollout.** A CANDIDATE result (the version passed the offline gate; the rollout service
    now judges it on live events) frees the budget slot but keeps its slices busy until the
    rollout's final result for the same request (at most ``rollout_hold_seconds``). A live
-   ROLLED_BACK or REJECTED (cause :data:`~schemas.retraining.ROLLOUT_CAUSE_PREFIX`) is final,
+   ROLLED_BACK or REJECTED (a cause in :data:`~schemas.retraining.ROLLOUT_CAUSES`) is final,
    never escalated, and starts a fresh cooldown on its slices (any ROLLED_BACK does), so the
    same drift does not start a retrain / rollback ping-pong.
 8. **Determinism.** ``request_id`` hashes model, sorted slices, tier and sorted alert ids: a
@@ -64,7 +68,7 @@ from typing import Any, Protocol
 
 from schemas.codec import RETRAIN_REQUEST
 from schemas.errors import DriftError
-from schemas.retraining import FINAL_REASON_PREFIXES, ROLLOUT_CAUSE_PREFIX, TIERS
+from schemas.retraining import CONCEPT_ALERTS, TIERS, Cause, Decision, cause_of, decided_live, escalates
 
 POLICY_VERSION = "router-1"
 SEVERITY_RANK = {"LOW": 1, "MEDIUM": 2, "HIGH": 3}
@@ -131,9 +135,10 @@ class RouterConfig:
 def _cools_down(result: Mapping[str, Any]) -> bool:
     """A ROLLED_BACK, or a REJECTED decided on live events (not a stale parent, which says nothing
     about the slice): the slice cools down afresh so the same drift does not ping-pong."""
-    live = str(result.get("cause") or "").startswith(ROLLOUT_CAUSE_PREFIX)
-    stale = str(result.get("reason") or "").startswith("stale parent:")
-    return result["decision"] == "ROLLED_BACK" or (live and result["decision"] == "REJECTED" and not stale)
+    if result["decision"] == Decision.ROLLED_BACK:
+        return True
+    return (result["decision"] == Decision.REJECTED and decided_live(result)
+            and cause_of(result) != Cause.ROLLOUT_STALE_PARENT)  # fmt: skip
 
 
 def tier_rank(tier: str) -> int:
@@ -225,6 +230,7 @@ class Router:
         self.in_flight: dict[str, float] = {}  # request_id -> deadline
         self.cooldown_until: dict[tuple[str, str], float] = {}
         self.busy_slices: dict[tuple[str, str], str] = {}  # (model, slice) -> in-flight request_id
+        self.skipped_slices: set[tuple[str, str]] = set()  # last result SKIPPED: concept alerts pass the cooldown
         self.rolling_out: dict[str, float] = {}  # request_id of a CANDIDATE -> when its slices' hold ends
         self.emitted: OrderedDict[str, Emitted] = OrderedDict()
         self.requested_alerts: OrderedDict[str, None] = OrderedDict()
@@ -248,7 +254,8 @@ class Router:
             return self._count("duplicate")
         if key in self.busy_slices:
             return self._count("busy")
-        if now < self.cooldown_until.get(key, -math.inf):
+        if now < self.cooldown_until.get(key, -math.inf) and not (
+                key in self.skipped_slices and alert.get("alert_type") in CONCEPT_ALERTS):
             return self._count("cooldown")
         if group is None:
             group = self.pending[key] = Group(alert["model"], alert["slice"], now)
@@ -263,7 +270,7 @@ class Router:
         self.in_flight.pop(rid, None)
         emitted = self.emitted.get(rid)
         slices = emitted.request["slices"] if emitted else result.get("slices", [])
-        if decision == "CANDIDATE":  # the rollout decides next; its slices stay busy meanwhile
+        if decision == Decision.CANDIDATE:  # the rollout decides next; its slices stay busy meanwhile
             self.rolling_out[rid] = now + self.config.rollout_hold_seconds
             for s in slices:
                 self.busy_slices[(model, s)] = rid
@@ -277,10 +284,13 @@ class Router:
             self._cool_down(model, slices, now)
             self._count(f"result_live_{decision.lower()}")
             return []
+        if decision == Decision.SKIPPED and cause_of(result) == Cause.NO_HARM:
+            self._skipped(model, slices, now)
+            return []
         if emitted is None:
             self._count("result_unknown")
             return []
-        if result["decision"] != "REJECTED" or str(result.get("reason", "")).startswith(FINAL_REASON_PREFIXES):
+        if not escalates(result):
             self._count("result_final")
             return []
         escalated = self._escalate(emitted, now)
@@ -345,6 +355,11 @@ class Router:
                 self._cool_down(res["model"], res.get("slices") or [], at)
         while len(self.emitted) > REMEMBERED_REQUESTS:
             self.emitted.popitem(last=False)
+        for res in results:  # oldest first: the latest result per slice wins
+            for s in res.get("slices") or ():
+                self.skipped_slices.discard((res["model"], s))
+            if res["decision"] == Decision.SKIPPED and cause_of(res) == Cause.NO_HARM:
+                self._skipped(res["model"], res.get("slices") or (), (res.get("finished_at") or 0) / 1000.0)
 
     def forget(self, partitions: set[tuple[str, int]]) -> int:
         """Drop pending alerts read from partitions this router no longer owns (their new owner
@@ -440,6 +455,7 @@ class Router:
             "priority": priority_for(alerts),
             "policy_version": POLICY_VERSION,
             "created_at": int(now * 1000),
+            "alert_types": sorted({a["alert_type"] for a in alerts}),
         }
 
     def snapshot(self, alerts: list[Alert], slices: list[str], end_offsets: Mapping[int, int]) -> dict[str, Any]:
@@ -471,6 +487,7 @@ class Router:
             key = (request["model"], s)
             self.busy_slices[key] = rid
             self.cooldown_until[key] = now + self.config.cooldown_seconds
+            self.skipped_slices.discard(key)
         for a in alerts:
             self._remember_alert(a["alert_id"])
         self.emitted[rid] = Emitted(request, alerts, root_id, escalations)
@@ -506,6 +523,12 @@ class Router:
             return None
         self._admit(request, emitted.alerts, now, emitted.root_id, emitted.escalations + 1)
         return request
+
+    def _skipped(self, model: str, slices: Iterable[str], now: float) -> None:
+        """Triage found no harm: the slice cools down from now; concept alerts still pass."""
+        self._cool_down(model, slices, now)
+        self.skipped_slices.update((model, s) for s in slices)
+        self._count("skipped")
 
     def _cool_down(self, model: str, slices: Iterable[str], now: float) -> None:
         for s in slices:

@@ -173,8 +173,9 @@ def render(data: ReportData) -> str:
         if saved:
             body += "<h3>Compute: selective retraining against full retrains</h3>"
             body += plot(compute_saved_figure(saved), "plot-compute-saved")
-            body += html_table(saved, ["model", "tier", "jobs", "promoted", "rejected", "rolled_back",
-                                       "share_params_updated", "train_seconds", "full_retrain_seconds",
+            body += html_table(saved, ["model", "tier", "jobs", "promoted", "rejected", "rolled_back", "skipped",
+                                       "share_params_updated", "train_seconds", "promoted_seconds", "wasted_seconds",
+                                       "avoided_seconds", "full_retrain_seconds",
                                        "saved_seconds", "saved_share", "full_cost_basis"])  # fmt: skip
         if links:
             body += "<h3>Retraining requests by tier and outcome</h3>"

@@ -172,6 +172,11 @@ def compute_saved_figure(rows: list[dict[str, Any]]) -> go.Figure:
                marker_color="#8d99ae", customdata=[r["full_cost_basis"] for r in rows],
                text=[f"{r['full_retrain_seconds']:.3g} s" for r in rows], textposition="outside",
                hovertemplate="%{x}<br>%{y:.3g} s as full retrains (%{customdata})<extra></extra>"),
+        go.Bar(x=labels, y=[r["wasted_seconds"] for r in rows], name="wasted: rejected or rolled-back jobs",
+               marker_color="#e76f51", hovertemplate="%{x}<br>%{y:.3g} s wasted<extra></extra>"),
+        go.Bar(x=labels, y=[r["avoided_seconds"] for r in rows], name="avoided: SKIPPED by triage (estimated)",
+               marker_color="#e9c46a", customdata=[r["skipped"] for r in rows],
+               hovertemplate="%{x}<br>%{y:.3g} s avoided by %{customdata} skipped requests<extra></extra>"),
     ])  # fmt: skip
     top = max((r["full_retrain_seconds"] for r in rows), default=0.0)
     for label, r in zip(labels, rows):

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.errors import ConfigError
-from schemas.retraining import TIERS
+from schemas.retraining import CONCEPT_ALERTS, FEATURE_ALERTS, TIERS
 
-FEATURE_ALERTS = {"DATA_DRIFT", "DATA_QUALITY"}
-CONCEPT_ALERTS = {"PERFORMANCE_DRIFT", "LABEL_DRIFT"}
+__all__ = ["ALL_MODULES", "CONCEPT_ALERTS", "FEATURE_ALERTS", "Plan", "next_tier", "plan"]
 ALL_MODULES = "*"
 
 

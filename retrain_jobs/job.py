@@ -1,8 +1,10 @@
 """One retrain job: a RetrainRequest and its snapshot's events in, a RetrainResult out.
 
 Steps: split the model's labelled events (seeded hash of event_id: train / validation /
-holdout), load the current version (bootstrapping one first if the model has none), update the
-requested modules with everything else frozen (hash-checked), gate on the holdout, then
+holdout), load the current version (bootstrapping one first if the model has none), score the
+requested modules by the gradient of the loss on the drifted data and update the fewest carrying
+most of it (:mod:`retrain_jobs.evidence`) with everything else frozen (hash-checked), gate on
+the holdout (:mod:`retrain_jobs.gate`), then
 save + promote (compare-and-swap on the parent) or reject. The current pointer changes only
 on PROMOTED. With ``rollout_enabled`` (the default) a gate-passed version is saved but not
 promoted: its decision is CANDIDATE and the rollout service judges it on live events.
@@ -23,11 +25,14 @@ from typing import Any
 import torch
 
 from retrain_jobs.dependency import ALL_MODULES
+from retrain_jobs.evidence import choose_modules, module_scores
 from retrain_jobs.features import DataError
+from retrain_jobs.gate import GateConfig, gate
 from retrain_jobs.model import model_class
 from retrain_jobs.registry import Manifest, Registry, RegistryError
 from retrain_jobs.result import retrain_result
-from retrain_jobs.selective import TrainConfig, gate, per_slice, split_events, update
+from retrain_jobs.selective import TrainConfig, per_slice, split_events, update
+from schemas.retraining import Cause
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,7 +143,7 @@ def _finish_saved(registry: Registry, manifest: Manifest) -> dict[str, Any]:
     """A version was saved for this request but the job stopped before recording a decision."""
     result = _promote_saved(registry, manifest)
     if result is None:
-        result = {**(manifest.result or {}), "decision": "REJECTED",
+        result = {**(manifest.result or {}), "decision": "REJECTED", "cause": Cause.STALE_PARENT.value,
                   "reason": f"stale parent: current moved away from {manifest.parent_version} before the promotion"}
         registry.record_decision(manifest.model, result["request_id"], result)
     return result
@@ -188,12 +193,15 @@ def run_job(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]], reg
         for attempt in range(MAX_REBASES + 1):  # another job promoted meanwhile: redo on its version
             net, manifest = registry.load(model)
             before_net = copy.deepcopy(net)
-            targets = _resolve_targets(net, list(request.get("modules") or []), slices)
-            if not targets:
+            allowed = _resolve_targets(net, list(request.get("modules") or []), slices)
+            if not allowed:
                 raise DataError("the request names no modules")
+            scores = module_scores(net, allowed, train_t)  # the evidence: which allowed modules carry the loss
+            targets = allowed if request["tier"] == "FULL" else choose_modules(  # FULL: every module, as asked
+                scores, settings.retrain_module_evidence_share)
             stats = update(net, targets, train_t, val_t, TrainConfig.incremental(settings))
             net.eval()
-            verdict = gate(before_net, net, hold, slices, settings)
+            verdict = gate(before_net, net, hold, slices, GateConfig.from_settings(settings))
             result = retrain_result(
                 request,
                 parent_version=manifest.version,
@@ -209,6 +217,9 @@ def run_job(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]], reg
                 latency_ms=verdict.latency_ms,
                 decision=("CANDIDATE" if settings.rollout_enabled else "PROMOTED") if verdict.passed else "REJECTED",
                 reason=verdict.reason,
+                cause=verdict.cause.value,
+                module_scores=scores,
+                checks=verdict.checks,
             )
             if registry.current_version(model) != manifest.version:
                 log.info("%s: current moved from %s while job %s ran; redoing it (attempt %d)",
@@ -222,10 +233,10 @@ def run_job(request: Mapping[str, Any], events: Sequence[Mapping[str, Any]], reg
                 return promoted
             log.info("%s: another job promoted first; redoing %s on the new current version", model, rid)
         else:
-            result.update(decision="REJECTED", new_version=None, artifact_uri=None,
+            result.update(decision="REJECTED", new_version=None, artifact_uri=None, cause=Cause.STALE_PARENT.value,
                           reason=f"stale parent: the current version moved {MAX_REBASES + 1} times while it ran")
     except DataError as exc:
-        result = retrain_result(request, metric_name=metric, reason=f"data: {exc}")
+        result = retrain_result(request, metric_name=metric, cause=Cause.DATA.value, reason=f"data: {exc}")
     registry.record_decision(model, rid, result)
     return result
 
@@ -241,6 +252,8 @@ def _save(registry: Registry, request: Mapping[str, Any], net: Any, parent: Mani
         "epochs": stats.epochs,
         "cached_embeddings": stats.cached_embeddings,
         "train_seconds": stats.train_seconds,
+        "module_scores": dict(result.get("module_scores") or {}),
+        "gate_checks": dict(result.get("checks") or {}),
     }
     return registry.save(
         parent.model, net, parent_version=parent.version, request_id=request["request_id"],

@@ -10,13 +10,17 @@ candidate's slices are exactly the candidate's, and the incumbent's there are ex
 incumbent's, so the live evidence gathered so far still holds, and both updates are kept.
 Anything else (a shared encoder or the trunk moved) is not rebased: the rollout ends REJECTED
 as a stale parent.
+
+The same holds the other way round: a promoted version under watch that another promotion
+stacked on (:func:`follow_blocker`) is followed, and when its watch rolls it back, only its own
+modules are set back to its predecessor's on top of the current version (:func:`revert`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from retrain_jobs.model import ALL
+from retrain_jobs.model import ALL, DEFAULT_ADAPTER
 from retrain_jobs.registry import Manifest, Registry, module_digest, module_hashes
 
 
@@ -43,29 +47,64 @@ def rebase_blocker(registry: Registry, model: str, candidate: str, onto: str, sl
     return None
 
 
-def rebase(registry: Registry, model: str, candidate: str, onto: str, slices: Sequence[str]) -> Manifest:
-    """Save ``onto`` with ``candidate``'s own modules as a new (not promoted) version; check
-    :func:`rebase_blocker` first. The manifest keeps the candidate's request, snapshot and result."""
-    cand = registry.manifest(model, candidate)
-    mine = moved_modules(registry.manifest(model, cand.parent_version), cand) | set(cand.modules_updated)
+def own_modules(registry: Registry, model: str, version: str) -> set[str]:
+    """The modules ``version`` changed against its parent (its update)."""
+    m = registry.manifest(model, version)
+    parent = registry.manifest(model, m.parent_version) if m.parent_version else None
+    return (moved_modules(parent, m) if parent else set(m.modules)) | set(m.modules_updated)
+
+
+def follow_blocker(registry: Registry, model: str, watched: str, current: str, slices: Sequence[str]) -> str | None:
+    """Why a watch of ``watched`` cannot go on with ``current`` (promoted on top of it); None
+    when ``current`` differs from it only in modules that are not its own and serve none of
+    ``slices`` (its slices are predicted exactly as before)."""
+    theirs = moved_modules(registry.manifest(model, watched), registry.manifest(model, current))
+    both = sorted(theirs & own_modules(registry, model, watched))
+    if both:
+        return f"{current} changed {watched}'s own {both}"
+    new = registry.manifest(model, current)
+    wanted = set(slices)
+    serving = sorted(n for n in theirs if ALL in new.modules[n]["serves"] or wanted & set(new.modules[n]["serves"]))
+    return f"{current} changed {serving}, which serve(s) {sorted(wanted)}" if serving else None
+
+
+def graft(registry: Registry, model: str, onto: str, source: str, modules: set[str], slices: Sequence[str],
+          like: Manifest, metrics: dict) -> Manifest:
+    """Save ``onto`` with ``modules`` taken from ``source`` as a new (not promoted) version whose
+    request, snapshot, tier and result are ``like``'s. A slice adapter ``source`` lacks takes its
+    default adapter (what served that slice there)."""
     net, _ = registry.load(model, onto)
-    cnet, _ = registry.load(model, candidate)
+    snet, _ = registry.load(model, source)
     for s in slices:
-        if f"adapter.{s}" in cnet.module_map():
+        if f"adapter.{s}" in modules:
             net.ensure_slice(s)
-    mods, cmods = net.module_map(), cnet.module_map()
-    for name in mine:
-        mods[name].load_state_dict(cmods[name].state_dict())
-    got = {n: module_digest(h) for n, h in module_hashes(net.module_map()).items()}
-    base = registry.manifest(model, onto)
-    for n, digest in got.items():
-        want = cand.modules[n]["sha256"] if n in mine else base.modules[n]["sha256"]
-        if digest != want:  # cannot happen unless the model class builds modules differently
-            raise ValueError(f"rebase of {candidate} onto {onto}: module {n} does not match its source")
+    mods, smods = net.module_map(), snet.module_map()
+    for name in modules:
+        mods[name].load_state_dict(smods.get(name, smods[DEFAULT_ADAPTER]).state_dict())
     net.eval()
-    result = {**(cand.result or {}), "parent_version": onto}
+    base, src = registry.manifest(model, onto), registry.manifest(model, source)
+    for n, digest in ((n, module_digest(h)) for n, h in module_hashes(net.module_map()).items()):
+        want = src.modules.get(n, src.modules[DEFAULT_ADAPTER]) if n in modules else base.modules[n]
+        if digest != want["sha256"]:  # cannot happen unless the model class builds modules differently
+            raise ValueError(f"graft of {sorted(modules)} from {source} onto {onto}: module {n} does not match")
     return registry.save(
-        model, net, parent_version=onto, request_id=cand.request_id, snapshot=cand.snapshot, seeds=cand.seeds,
-        metrics={**cand.metrics, "rebased_from": candidate}, settings=cand.settings, tier=cand.tier,
-        modules_updated=cand.modules_updated, result=result,
+        model, net, parent_version=onto, request_id=like.request_id, snapshot=like.snapshot, seeds=like.seeds,
+        metrics={**{k: v for k, v in like.metrics.items() if k not in ("rebased_from", "reverted")}, **metrics},
+        settings=like.settings, tier=like.tier,
+        modules_updated=like.modules_updated, result={**(like.result or {}), "parent_version": onto},
     )  # fmt: skip
+
+
+def rebase(registry: Registry, model: str, candidate: str, onto: str, slices: Sequence[str]) -> Manifest:
+    """``candidate``'s own modules on ``onto``, as a new version (check :func:`rebase_blocker` first)."""
+    cand = registry.manifest(model, candidate)
+    return graft(registry, model, onto, candidate, own_modules(registry, model, candidate), slices, cand,
+                 {"rebased_from": candidate})
+
+
+def revert(registry: Registry, model: str, watched: str, current: str, slices: Sequence[str]) -> Manifest:
+    """``current`` with ``watched``'s own modules set back to its parent's, as a new version
+    (check :func:`follow_blocker` first): the rollback of ``watched`` that keeps what came after."""
+    w = registry.manifest(model, watched)
+    return graft(registry, model, current, w.parent_version, own_modules(registry, model, watched), slices,
+                 registry.manifest(model, current), {"reverted": watched})

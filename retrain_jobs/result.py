@@ -34,5 +34,8 @@ def retrain_result(request: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
         "reason": "",
         "artifact_uri": None,
         "finished_at": time.time_ns() // 1_000_000,
+        "cause": None,
+        "module_scores": {},
+        "checks": {},
         **fields,
     }

@@ -51,29 +51,27 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from retrain_jobs.routing import serves_candidate
-from schemas.errors import DriftError
-from schemas.retraining import ROLLOUT_CAUSE_PREFIX
-
-BETS = tuple(0.5**k for k in range(1, 9))  # 0.5 .. 0.004: big bets for clear gains, small for faint ones
+from retrain_jobs.sequential import BettingTest, RestartingTest, SequentialTestError
+from schemas.retraining import Cause
 
 STAGES = ("CANDIDATE", "SHADOW", "CANARY", "PROMOTED", "REJECTED", "ROLLED_BACK")
 PHASES = ("CANDIDATE", "SHADOW", "CANARY", "WATCH", "PROMOTED", "REJECTED", "ROLLED_BACK")
 FINAL_PHASES = frozenset({"PROMOTED", "REJECTED", "ROLLED_BACK"})
 
-# typed causes (RetrainResult.cause); the router knows a live rollout's result by the prefix
-CAUSE_SHADOW_STARTED = ROLLOUT_CAUSE_PREFIX + "shadow_started"
-CAUSE_SHADOW_WON = ROLLOUT_CAUSE_PREFIX + "shadow_won"
-CAUSE_SHADOW_LOST = ROLLOUT_CAUSE_PREFIX + "shadow_lost"
-CAUSE_SHADOW_UNDECIDED = ROLLOUT_CAUSE_PREFIX + "shadow_undecided"
-CAUSE_CANARY_PASSED = ROLLOUT_CAUSE_PREFIX + "canary_passed"
-CAUSE_CANARY_REGRESSED = ROLLOUT_CAUSE_PREFIX + "canary_regressed"
-CAUSE_WATCH_PASSED = ROLLOUT_CAUSE_PREFIX + "watch_passed"
-CAUSE_WATCH_REGRESSED = ROLLOUT_CAUSE_PREFIX + "watch_regressed"
-CAUSE_STALE_PARENT = ROLLOUT_CAUSE_PREFIX + "stale_parent"
-CAUSE_REGISTRY_MOVED = ROLLOUT_CAUSE_PREFIX + "registry_moved"
+# typed causes (RetrainResult.cause, schemas/retraining.py); the router knows a live rollout's result by them
+CAUSE_SHADOW_STARTED = Cause.ROLLOUT_SHADOW_STARTED.value
+CAUSE_SHADOW_WON = Cause.ROLLOUT_SHADOW_WON.value
+CAUSE_SHADOW_LOST = Cause.ROLLOUT_SHADOW_LOST.value
+CAUSE_SHADOW_UNDECIDED = Cause.ROLLOUT_SHADOW_UNDECIDED.value
+CAUSE_CANARY_PASSED = Cause.ROLLOUT_CANARY_PASSED.value
+CAUSE_CANARY_REGRESSED = Cause.ROLLOUT_CANARY_REGRESSED.value
+CAUSE_WATCH_PASSED = Cause.ROLLOUT_WATCH_PASSED.value
+CAUSE_WATCH_REGRESSED = Cause.ROLLOUT_WATCH_REGRESSED.value
+CAUSE_STALE_PARENT = Cause.ROLLOUT_STALE_PARENT.value
+CAUSE_REGISTRY_MOVED = Cause.ROLLOUT_REGISTRY_MOVED.value
 
 
-class RolloutError(DriftError):
+class RolloutError(SequentialTestError):
     """A rollout was driven out of order (an observation after its end, an unknown phase)."""
 
 
@@ -111,102 +109,6 @@ class RolloutConfig:
             watch_tolerance=settings.rollout_watch_tolerance,
             restart_events=settings.rollout_restart_events,
         )
-
-
-@dataclass
-class BettingTest:
-    """Anytime-valid one-sided test of ``H0: E[x_t | past] <= margin`` for ``x_t`` in [-1, 1].
-
-    Rejects (``rejected``) once the e-value reaches ``1/alpha``; P(that ever happens under H0)
-    <= alpha. State: the log-wealth of each bet, the count and the sum of the x's.
-    """
-
-    alpha: float
-    margin: float = 0.0
-    log_wealth: list[float] = field(default_factory=lambda: [0.0] * len(BETS))
-    n: int = 0
-    total: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not -1.0 < self.margin < 1.0:
-            raise RolloutError(f"betting test margin {self.margin} must be in (-1, 1)")
-
-    def update(self, x: float) -> None:
-        x = min(1.0, max(-1.0, float(x)))
-        scale = 1.0 / (1.0 + self.margin)
-        for j, bet in enumerate(BETS):
-            self.log_wealth[j] += math.log1p(bet * scale * (x - self.margin))
-        self.n += 1
-        self.total += x
-
-    @property
-    def e_value(self) -> float:
-        top = max(self.log_wealth)
-        return math.exp(top) * sum(math.exp(w - top) for w in self.log_wealth) / len(self.log_wealth)
-
-    @property
-    def rejected(self) -> bool:
-        return self.e_value >= 1.0 / self.alpha
-
-    @property
-    def threshold(self) -> float:
-        return 1.0 / self.alpha
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.n if self.n else 0.0
-
-
-@dataclass
-class RestartingTest:
-    """A harm detector over a window of ``horizon`` events: a fresh :class:`BettingTest` starts
-    every ``block`` events, each at ``alpha / starts``, and it alarms when any of them rejects.
-
-    One test from the window's start would let early good events hide a regression that begins
-    later (their average stays within tolerance); the test started after the change sees only
-    it. Union bound over the ``starts`` tests: P(false alarm in the window) <= ``alpha``.
-    """
-
-    alpha: float
-    margin: float
-    block: int
-    horizon: int
-    tests: list[BettingTest] = field(default_factory=list)
-    n: int = 0
-    total: float = 0.0
-
-    @property
-    def starts(self) -> int:
-        return max(1, math.ceil(self.horizon / self.block))
-
-    def update(self, x: float) -> None:
-        if self.n % self.block == 0 and len(self.tests) < self.starts:
-            self.tests.append(BettingTest(self.alpha / self.starts, self.margin))
-        for t in self.tests:
-            t.update(x)
-        self.n += 1
-        self.total += min(1.0, max(-1.0, float(x)))
-
-    @property
-    def e_value(self) -> float:
-        return max((t.e_value for t in self.tests), default=1.0)
-
-    @property
-    def threshold(self) -> float:
-        return self.starts / self.alpha
-
-    @property
-    def rejected(self) -> bool:
-        return any(t.rejected for t in self.tests)
-
-    @property
-    def leader(self) -> BettingTest | None:
-        """The restarted test with the most evidence (the one that alarms first)."""
-        return max(self.tests, key=lambda t: t.e_value, default=None)
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.n if self.n else 0.0
 
 
 @dataclass(frozen=True)

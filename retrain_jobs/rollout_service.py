@@ -7,11 +7,15 @@ Both versions from the registry score every such event; the per-event log losses
 pure :class:`retrain_jobs.rollout.Rollout`, and the service does what it decides:
 
 - SHADOW / CANARY: a ModelUpdate on the models topic (key = model).
-- PROMOTED: registry pointer swap (compare-and-swap on the incumbent; a candidate whose
-  incumbent is no longer current is REJECTED, stale parent), then the ModelUpdate, then the
-  final RetrainResult (same request_id) on the results topic. The watch goes on.
-- REJECTED / ROLLED_BACK: (the pointer swapped back when the watch rolls back) the ModelUpdate
-  and the final RetrainResult with the cause, the reason and the test's numbers (``checks``).
+- PROMOTED: registry pointer swap (compare-and-swap on the incumbent), then the ModelUpdate,
+  then the final RetrainResult (same request_id) on the results topic. The watch goes on. A
+  candidate whose incumbent was replaced meanwhile (two slices' rollouts of one model) is
+  rebased onto the new current version when their modules are disjoint
+  (:mod:`retrain_jobs.rebase`), else REJECTED as a stale parent.
+- REJECTED / ROLLED_BACK: (when the watch rolls back: the pointer back to the incumbent, or,
+  if another version was promoted on top, that version with the watched one's own modules set
+  back) the ModelUpdate and the final RetrainResult with the cause, the reason and the test's
+  numbers (``checks``).
 
 Records go out after the registry change they announce, in a batch at the end of each poll:
 checkpoint (state, offsets, outbox; :mod:`retrain_jobs.rollout_store`), publish and wait for the
@@ -38,21 +42,20 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from retrain_jobs.rebase import rebase, rebase_blocker
 from retrain_jobs.registry import Registry, RegistryError
 from retrain_jobs.rollout import CAUSE_STALE_PARENT, CAUSE_WATCH_REGRESSED, Rollout, RolloutConfig, Transition
+from retrain_jobs.rollout_registry import RegistrySide
 from retrain_jobs.rollout_store import (
     MODELS,
     RESULTS,
     RolloutState,
     RolloutStore,
     final_result,
-    model_update,
     stage_update,
 )
 from runtime import metrics
 from runtime.kafka import iter_topic, value_decoder, watermarks
-from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT, decode_event
+from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT, EventLimits, decode_event
 from schemas.errors import InfraError, SchemaError
 from schemas.settings import Settings
 
@@ -87,10 +90,13 @@ class RolloutService:
                  registry: Registry | None = None, scorer: Scorer | None = None,
                  clock: Callable[[], float] = time.time, restore: bool = True):  # fmt: skip
         self.settings = settings
+        self._limits = EventLimits.from_settings(settings)  # what the streams worker dead-letters is skipped here too
         self.topics = settings.topics
         self.config = RolloutConfig.from_settings(settings)
         self.registry = registry or Registry(settings.registry_dir)
         self.store = RolloutStore(self.registry.root)
+        self.side = RegistrySide(self.registry, clock, self._emit)
+        self.sequence: list[tuple[str, dict]] = []  # this process's outbox records in the order they were decided
         self.scorer = scorer or default_scorer
         self.clock = clock
         self._consumer, self._events = consumer, events
@@ -164,7 +170,7 @@ class RolloutService:
         for kind, rec in records:
             if kind == MODELS:
                 self.last_update[rec["model"]] = rec
-                metrics.observe_model_update(rec)  # stages, promotions, rollbacks, canary share
+                metrics.observe_model_update(rec)
                 log.info("models: %s %s %s (current %s) %s", rec["model"], rec["version"], rec["stage"],
                          rec["current_version"], rec["reason"])  # fmt: skip
             else:
@@ -193,7 +199,9 @@ class RolloutService:
         r = st.rollout
         current = self.registry.current_version(r.model)
         if r.phase in ("SHADOW", "CANARY") and current not in (r.incumbent, r.candidate) and current is not None:
-            self._rebase(st, current)
+            self.side.rebase(st, current)
+        elif r.phase == "WATCH" and current not in (r.candidate, None) and self.side.follows(st, current):
+            return  # promoted on top of the watched version, its slices predicted as before: watch on
         t = r.reconcile(self.registry.current_version(r.model))
         if t is not None:
             log.warning("rollout %s: %s", r.request_id, t.reason)
@@ -205,34 +213,8 @@ class RolloutService:
         for st in list(self.active.values()):
             self._follow_registry(st)
         busy = {st.rollout.model for st in self.active.values() if st.outbox}
-        now_ms = int(self.clock() * 1000)
-        for model in self.registry.models():
-            current = self.registry.current_version(model)
-            last = self.last_update.get(model)
-            if current is None or model in busy or (last is not None and last.get("current_version") == current):
-                continue
-            shown = last.get("current_version") if last else None
-            rolled_back = shown is not None and self._parent(model, shown) == current
-            rec = model_update(
-                model=model, version=shown if rolled_back else current, stage="ROLLED_BACK" if rolled_back else "PROMOTED",
-                current_version=current, now_ms=now_ms, previous_version=current if rolled_back else shown,
-                reason=f"republished: the registry points at {current}" + (f" (was {shown})" if shown else ""),
-                request_id=self._request_of(model, current),
-            )  # fmt: skip
-            self.pending.append((MODELS, rec))
+        self.pending.extend((MODELS, rec) for rec in self.side.pointer_updates(self.last_update, busy))
         self.flush()
-
-    def _parent(self, model: str, version: str) -> str | None:
-        try:
-            return self.registry.manifest(model, version).parent_version
-        except RegistryError:
-            return None
-
-    def _request_of(self, model: str, version: str) -> str | None:
-        try:
-            return self.registry.manifest(model, version).request_id
-        except RegistryError:
-            return None
 
     # --- a candidate arrives --------------------------------------------------------------
 
@@ -252,7 +234,7 @@ class RolloutService:
         st = RolloutState(r, cursors, dict(result))
         now_ms = int(self.clock() * 1000)
         current = self.registry.current_version(model)
-        st.outbox.append((MODELS, stage_update(r, "CANDIDATE", current, now_ms, reason=result.get("reason") or "")))
+        self._emit(st, MODELS, stage_update(r, "CANDIDATE", current, now_ms, reason=result.get("reason") or ""))
         self._records_for(st, r.start())
         self._follow_registry(st)  # an incumbent no longer current: stale at once
         self.store.save(st)
@@ -280,7 +262,7 @@ class RolloutService:
             if not takers:
                 continue
             try:
-                event = decode_event(msg.value())
+                event = decode_event(msg.value(), self._limits)
             except SchemaError as exc:
                 self.skipped += 1
                 log.debug("events %d@%d skipped: %s", p, off, exc)
@@ -320,28 +302,6 @@ class RolloutService:
         metrics.ROLLOUT_EVENTS.labels(r.model).inc(n)
         return n
 
-    def _rebase(self, st: RolloutState, onto: str) -> bool:
-        """Carry the rollout over to its candidate rebased onto ``onto`` (a version promoted
-        meanwhile), when :mod:`retrain_jobs.rebase` allows; True if it did."""
-        r = st.rollout
-        try:
-            blocker = rebase_blocker(self.registry, r.model, r.candidate, onto, r.slices)
-            if blocker is not None:
-                log.info("rollout %s: not rebasing onto %s: %s", r.request_id, onto, blocker)
-                return False
-            manifest = rebase(self.registry, r.model, r.candidate, onto, r.slices)
-        except Exception:  # falls back to a stale-parent rejection; never stops the service
-            log.exception("rollout %s: rebase onto %s failed", r.request_id, onto)
-            return False
-        reason = f"rebased: {r.candidate}'s modules on {onto} (promoted meanwhile) as {manifest.version}"
-        log.info("rollout %s: %s", r.request_id, reason)
-        r.rebase(onto, manifest.version, reason)
-        st.result = {**st.result, "new_version": manifest.version, "parent_version": onto,
-                     "artifact_uri": self.registry.artifact_uri(r.model, manifest.version)}  # fmt: skip
-        if r.phase in ("SHADOW", "CANARY"):  # serving handles follow the new candidate
-            st.outbox.append((MODELS, stage_update(r, r.phase, onto, int(self.clock() * 1000), reason=reason)))
-        return True
-
     def _act(self, st: RolloutState, t: Transition) -> None:
         """The registry side of a transition, then its records into the outbox."""
         r = st.rollout
@@ -351,7 +311,7 @@ class RolloutService:
                     self.registry.promote(r.model, r.candidate, expect_current=r.incumbent)
                 except RegistryError:
                     current = self.registry.current_version(r.model)
-                    if current is None or current == r.incumbent or not self._rebase(st, current):
+                    if current is None or current == r.incumbent or not self.side.rebase(st, current):
                         raise
                     self.registry.promote(r.model, r.candidate, expect_current=r.incumbent)
                     t = dataclasses.replace(t, reason=f"{t.reason}; {r.history[-1]['reason']}")
@@ -359,22 +319,29 @@ class RolloutService:
                 t = r.abort("REJECTED", CAUSE_STALE_PARENT, f"stale parent: {exc}")
         elif t.decision == "ROLLED_BACK" and t.cause == CAUSE_WATCH_REGRESSED:
             try:
-                self.registry.rollback(r.model, to=r.incumbent, expect_current=r.candidate)
-            except RegistryError as exc:
-                log.warning("rollout %s: not rolling the pointer back: %s", r.request_id, exc)
+                t = dataclasses.replace(t, reason=f"{t.reason}; {self.side.roll_back(st)}")
+            except Exception:
+                log.exception("rollout %s: rolling back failed; the pointer stays", r.request_id)
         self._records_for(st, t)
 
     def _records_for(self, st: RolloutState, t: Transition) -> None:
         r, now_ms = st.rollout, int(self.clock() * 1000)
         current = self.registry.current_version(r.model)
         if t.kind != "WATCH_PASSED":
-            st.outbox.append((MODELS, stage_update(r, t.stage, current, now_ms, t)))
+            self._emit(st, MODELS, stage_update(r, t.stage, current, now_ms, t))
         else:
             log.info("rollout %s: %s", r.request_id, t.reason)
         if t.decision is not None:
-            st.outbox.append((RESULTS, final_result(st.result, t, now_ms)))
+            self._emit(st, RESULTS, final_result(st.result, t, now_ms))
 
     # --- checkpoint, publish ----------------------------------------------------------------
+
+    def _emit(self, st: RolloutState, kind: str, record: dict) -> None:
+        """A record into the rollout's (checkpointed) outbox, and into the publishing order: records
+        of different rollouts go out in the order they were decided, so the models topic's last
+        record of a model names the pointer as it is."""
+        st.outbox.append((kind, record))
+        self.sequence.append((kind, record))
 
     def flush(self, force: bool = False) -> bool:
         """Checkpoint what changed, publish every outbox, checkpoint again; False if publishing failed."""
@@ -382,14 +349,16 @@ class RolloutService:
                if force or st.outbox or st.since_checkpoint >= self.settings.rollout_checkpoint_events]
         for st in due:
             self.store.save(st)
-        records = [rec for st in self.active.values() for rec in st.outbox] + self.pending
+        ordered = {id(rec) for _kind, rec in self.sequence}
+        restored = [x for st in self.active.values() for x in st.outbox if id(x[1]) not in ordered]
+        records = restored + self.sequence + self.pending
         if records:
             try:
                 self.publish(records)
             except (InfraError, KafkaException, BufferError) as exc:
                 log.error("%s; keeping them for the next try", exc)
                 return False
-            self.pending = []
+            self.pending, self.sequence = [], []
         for st in list(self.active.values()):
             if st.outbox or (st.rollout.done and not st.closed):
                 st.outbox, st.closed = [], st.rollout.done

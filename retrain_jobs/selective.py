@@ -1,5 +1,5 @@
 """Selective update: freeze everything outside the target modules, update the rest
-incrementally, and judge the result on held-out data.
+incrementally, and measure it on held-out data (the gate itself: :mod:`retrain_jobs.gate`).
 
 Why it is cheap: when every target is a head module (the slice adapters), the frozen
 upstream (encoders + trunk) runs once under ``no_grad`` and the adapters train on the cached
@@ -17,7 +17,7 @@ import hashlib
 import math
 import statistics
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +122,7 @@ class UpdateStats:
     cached_embeddings: bool
     frozen_hashes_equal: bool = True
     train_events: int = 0
+    cpu_seconds: float = 0.0  # CPU time of the calling thread (torch runs on it with one thread)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,7 +150,7 @@ def update(
         raise DataError("no labelled training events for the target slices")
     frozen = {n: m for n, m in mods.items() if n not in targets}
     before = module_hashes(frozen)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.thread_time()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     for m in mods.values():
@@ -206,7 +207,7 @@ def update(
                 break
     for name in targets:
         mods[name].load_state_dict(best_state[name])
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.thread_time() - cpu_started
     for m in mods.values():
         m.requires_grad_(True)
     after = module_hashes(frozen)
@@ -222,6 +223,7 @@ def update(
         best_val_loss=best,
         cached_embeddings=cached,
         train_events=n,
+        cpu_seconds=cpu_seconds,
     )
 
 
@@ -229,7 +231,7 @@ def _state(mods: Mapping[str, nn.Module], names: Sequence[str]) -> dict[str, dic
     return {n: copy.deepcopy(mods[n].state_dict()) for n in names}
 
 
-# --- evaluation and the gate -------------------------------------------------------------------
+# --- evaluation (the gate is retrain_jobs/gate.py) -------------------------------------------------------------------
 def predict(net: nn.Module, events: Sequence[Mapping[str, Any]]) -> np.ndarray:
     with torch.no_grad():
         prep = net.prepare(events)
@@ -262,61 +264,3 @@ def latency_ms(net: nn.Module, events: Sequence[Mapping[str, Any]], batch: int, 
             net(prep.inputs, prep.slices)
             times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times)
-
-
-@dataclass
-class GateResult:
-    passed: bool
-    reason: str
-    metric: str
-    metric_before: float
-    metric_after: float
-    other_slices_max_regression: float
-    latency_ms: float
-    slices_before: dict[str, float]
-    slices_after: dict[str, float]
-
-
-def gate(
-    before_net: nn.Module,
-    after_net: nn.Module,
-    holdout: Sequence[Mapping[str, Any]],
-    slices: Sequence[str],
-    settings: Settings,
-) -> GateResult:
-    """Affected slices improve by ``retrain_min_gain`` each, other slices lose at most
-    ``retrain_tolerance``, one batch scores within ``retrain_latency_budget_ms``."""
-    metric = settings.retrain_metric
-    b, a = per_slice(before_net, holdout, metric), per_slice(after_net, holdout, metric)
-    gains = {s: gain(metric, b[s], a[s]) for s in b}
-    wanted = set(slices)
-    target_events = [e for e in holdout if e["slice"] in wanted]
-    m_before, m_after = pooled(before_net, target_events, metric), pooled(after_net, target_events, metric)
-    others = [s for s in b if s not in wanted]
-    regression = max((-gains[s] for s in others), default=0.0) + 0.0  # no -0.0
-    lat = latency_ms(after_net, holdout, settings.retrain_latency_batch)
-    counts = Counter(e["slice"] for e in target_events)
-    failures = []
-    thin = [s for s in slices if counts[s] < settings.retrain_min_slice_events]
-    if thin:
-        failures.append(
-            f"holdout: slices {thin} have fewer than {settings.retrain_min_slice_events} labelled holdout events"
-        )
-    else:
-        weak = {s: gains[s] for s in slices if gains[s] < settings.retrain_min_gain}
-        if weak:
-            failures.append(
-                "min_gain: " + ", ".join(f"{s} {metric} gain {g:+.4f}" for s, g in sorted(weak.items()))
-                + f" < {settings.retrain_min_gain}"
-            )
-    if regression > settings.retrain_tolerance:
-        worst = max(others, key=lambda s: -gains[s])
-        failures.append(f"tolerance: slice {worst} {metric} worse by {regression:.4f} > {settings.retrain_tolerance}")
-    if lat > settings.retrain_latency_budget_ms:
-        failures.append(f"latency: {lat:.1f} ms per {settings.retrain_latency_batch} events > "
-                        f"{settings.retrain_latency_budget_ms} ms")
-    reason = "; ".join(failures) if failures else (
-        f"passed: {metric} {m_before:.4f} -> {m_after:.4f} on {sorted(slices)}, "
-        f"other slices max regression {regression:.4f}, latency {lat:.1f} ms"
-    )
-    return GateResult(not failures, reason, metric, m_before, m_after, regression, lat, b, a)

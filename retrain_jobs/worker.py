@@ -7,14 +7,15 @@ slices of the same model spread over partitions and run in parallel. Two jobs of
 may then race to promote; the loser redoes its update on the winner's version
 (:func:`retrain_jobs.job.run_job`), so neither update is lost.
 
-Per request: decode -> :func:`retrain_jobs.snapshot.read_snapshot` -> :func:`retrain_jobs.job.run_job`
--> publish the RetrainResult (key = model) and wait for the broker's ack -> commit the request's
+Per request: decode -> :func:`retrain_jobs.snapshot.read_snapshot` -> triage
+(:func:`retrain_jobs.triage.triage_request`: a data drift that does not hurt ends SKIPPED here,
+no job) -> :func:`retrain_jobs.job.run_job` -> publish the RetrainResult (key = model) and wait for the broker's ack -> commit the request's
 offset. A crash anywhere before the ack publishes nothing and commits nothing, so the request is
 delivered again and ``run_job`` (idempotent per request_id) decides the same.
 
 - A bad request (undecodable, or the job raises a :class:`~schemas.errors.DriftError` or any
-  other error) becomes a REJECTED result whose reason starts with ``job failed:``; the router
-  does not escalate those. The worker goes on.
+  other error) becomes a REJECTED result with cause ``JOB_FAILED``; the router does not
+  escalate those. The worker goes on.
 - An :class:`~schemas.errors.InfraError` or a retriable Kafka error (e.g. the snapshot cannot
   be read from Kafka) is transient: nothing is published, the same request is retried after an
   exponential backoff (up to 30 s), for as long as it takes.
@@ -43,7 +44,7 @@ from runtime.kafka_logs import kafka_log_config
 from runtime.service import serve
 from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
 from schemas.errors import DriftError, InfraError
-from schemas.retraining import FAILED_REASON_PREFIX, TIERS
+from schemas.retraining import TIERS, Cause
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ PUBLISH_TIMEOUT = 30.0
 ReadSnapshot = Callable[[Settings, dict], list[dict]]
 RunJob = Callable[[dict, list[dict], Any, Settings], dict]
 Bootstrap = Callable[[Settings, dict, list[dict], Any, ReadSnapshot], None]
+Triage = Callable[[Settings, dict, list[dict], Any, ReadSnapshot], tuple[Any, "dict | None"]]
 
 
 def failed_result(request: dict[str, Any], reason: str, seconds: float = 0.0) -> dict[str, Any]:
@@ -67,7 +69,7 @@ def failed_result(request: dict[str, Any], reason: str, seconds: float = 0.0) ->
         "slices": request.get("slices"),
     }
     return retrain_result(known, train_seconds=float(seconds), other_slices_max_regression=math.nan,
-                          reason=FAILED_REASON_PREFIX + reason)
+                          cause=Cause.JOB_FAILED.value, reason="job failed: " + reason)
 
 
 def bootstrap_from_reference(settings: Settings, request: dict, events: list[dict], registry: Any,
@@ -148,12 +150,14 @@ class RetrainWorker:
         run_job: RunJob | None = None,
         registry: Any = None,
         bootstrap: Bootstrap | None = None,
+        triage: Triage | None = None,
     ):
         self.settings = settings
         self._consumer = consumer
         self.producer = producer if producer is not None else Producer(settings.producer_config(**kafka_log_config(log)))
         if bootstrap is None and run_job is None:  # with an injected job, the job decides alone
             bootstrap = bootstrap_from_reference  # (decided before run_job gets its default below)
+            from retrain_jobs.triage import triage_request as triage
         if read_snapshot is None:
             from retrain_jobs.snapshot import read_snapshot
         if run_job is None:
@@ -163,6 +167,7 @@ class RetrainWorker:
 
             registry = Registry(settings.registry_dir)
         self.read_snapshot, self.run_job, self.registry, self.bootstrap = read_snapshot, run_job, registry, bootstrap
+        self.triage = triage
         self.stats = WorkerStats()
         self.job: Job | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrain-job")
@@ -206,7 +211,14 @@ class RetrainWorker:
             events = self.read_snapshot(self.settings, request["snapshot"])
             if self.bootstrap is not None and self.registry.current(request["model"]) is None:
                 self.bootstrap(self.settings, request, events, self.registry, self.read_snapshot)
-            return self.run_job(request, events, self.registry, self.settings)
+            verdict, skipped = (None, None) if self.triage is None else self.triage(
+                self.settings, request, events, self.registry, self.read_snapshot)
+            if skipped is not None:  # a data drift that does not hurt: no training job
+                return skipped
+            result = self.run_job(request, events, self.registry, self.settings)
+            if verdict is not None:  # the harm that started the job, beside the gate's numbers
+                result = {**result, "checks": {**verdict.checks(), **(result.get("checks") or {})}}
+            return result
         except Exception as exc:
             if transient(exc):
                 raise
@@ -317,7 +329,7 @@ class RetrainWorker:
         decision = job.result["decision"]
         metrics.observe_retrain_result(job.result)
         self.stats.published[decision] = self.stats.published.get(decision, 0) + 1
-        if job.result["reason"].startswith(FAILED_REASON_PREFIX):
+        if job.result.get("cause") == Cause.JOB_FAILED:
             self.stats.failed += 1
         log.info("result %s: %s (%s)", job.result["request_id"], decision, job.result["reason"])
         self.commit(job)

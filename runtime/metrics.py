@@ -21,15 +21,15 @@ driftwatch_retrain_train_seconds{tier}      histogram of training time per job
 driftwatch_retrain_params_updated_total     parameters trained by the jobs; over driftwatch_retrain_params_total
 driftwatch_retrain_params_total             (parameters of the models they updated) the share retraining touched
 driftwatch_query_requests_total{outcome}    SQL answered on the query socket (ok, refused, query, request)
-driftwatch_service_restarts_total{service,worker}  dead services ``driftctl run`` restarted (its own endpoint)
-driftwatch_service_up{service,worker}       1 while the supervised process runs, 0 while it waits for a restart
-driftwatch_rollout_stages_total{model,stage}  ModelUpdate records the rollout service published, by stage
+driftwatch_rollout_stage_changes_total{model,stage}  ModelUpdate records the rollout service published
 driftwatch_rollout_events_total{model}      paired labelled events the rollouts scored
 driftwatch_rollouts_active                  rollouts in shadow, canary or watch
-driftwatch_rollout_promotions_total{model}  PROMOTED records published (a promotion, or a republished pointer)
-driftwatch_rollout_rollbacks_total{model}   ROLLED_BACK records published (canary or watch regression, or by hand)
+driftwatch_rollout_promotions_total{model}  candidates promoted after shadow and canary
+driftwatch_rollout_rollbacks_total{model}   versions rolled back by the watch (or by hand)
 driftwatch_rollout_canary_fraction{model}   share of the slices' events the candidate serves now (0 off canary)
 driftwatch_serving_predictions_total{model,version}  predictions made by serving handles in this process
+driftwatch_service_restarts_total{service,worker}  dead services ``driftctl run`` restarted (its own endpoint)
+driftwatch_service_up{service,worker}       1 while the supervised process runs, 0 while it waits for a restart
 ==========================================  ==========================================================
 """
 
@@ -66,9 +66,9 @@ RETRAIN_SECONDS = Histogram(
 RETRAIN_PARAMS_UPDATED = Counter("driftwatch_retrain_params_updated", "Parameters trained by retrain jobs")
 RETRAIN_PARAMS_TOTAL = Counter("driftwatch_retrain_params_total", "Parameters of the models retrain jobs touched")
 QUERY_REQUESTS = Counter("driftwatch_query_requests", "SQL requests on the query socket", ["outcome"])
-ROLLOUT_STAGES = Counter("driftwatch_rollout_stages", "ModelUpdate records published by the rollout", ["model", "stage"])
-ROLLOUT_EVENTS = Counter("driftwatch_rollout_events", "Paired labelled events scored by the rollouts", ["model"])
-ROLLOUTS_ACTIVE = Gauge("driftwatch_rollouts_active", "Rollouts in shadow, canary or watch")
+SERVICE_RESTARTS = Counter("driftwatch_service_restarts", "Dead services restarted by driftctl run", ["service", "worker"])
+SERVICE_UP = Gauge("driftwatch_service_up", "1 while a supervised service process runs", ["service", "worker"])
+ROLLOUT_STAGES = Counter("driftwatch_rollout_stage_changes", "Rollout stage changes published", ["model", "stage"])
 ROLLOUT_PROMOTIONS = Counter("driftwatch_rollout_promotions", "Candidates promoted by the rollout", ["model"])
 ROLLOUT_ROLLBACKS = Counter("driftwatch_rollout_rollbacks", "Versions rolled back", ["model"])
 ROLLOUT_CANARY_FRACTION = Gauge(
@@ -77,8 +77,6 @@ ROLLOUT_CANARY_FRACTION = Gauge(
 SERVING_PREDICTIONS = Counter(
     "driftwatch_serving_predictions", "Predictions made by serving handles", ["model", "version"]
 )
-SERVICE_RESTARTS = Counter("driftwatch_service_restarts", "Dead services restarted by driftctl run", ["service", "worker"])
-SERVICE_UP = Gauge("driftwatch_service_up", "1 while a supervised service process runs", ["service", "worker"])
 
 
 def service_port(settings: Settings, service: str) -> int | None:
@@ -169,6 +167,10 @@ def observe_retrain_result(result: dict[str, Any]) -> None:
     RETRAIN_SECONDS.labels(result["tier"]).observe(result["train_seconds"])
     RETRAIN_PARAMS_UPDATED.inc(result["params_updated"])
     RETRAIN_PARAMS_TOTAL.inc(result["params_total"])
+
+
+ROLLOUT_EVENTS = Counter("driftwatch_rollout_events", "Paired labelled events scored by the rollouts", ["model"])
+ROLLOUTS_ACTIVE = Gauge("driftwatch_rollouts_active", "Rollouts in shadow, canary or watch")
 
 
 def observe_model_update(update: dict[str, Any]) -> None:

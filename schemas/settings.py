@@ -201,6 +201,36 @@ class Settings(BaseSettings):
         description="a model with no version is first fitted on at most this many of the oldest retained "
         "events per partition, from before its first request's snapshot",
     )
+    retrain_calibration_bins: int = Field(10, ge=2, le=100, description="gate: equal-width bins of the ECE")
+    retrain_calibration_tolerance: float = Field(
+        0.02, ge=0, description="gate: most the ECE of the affected slices may grow"
+    )
+    retrain_fairness_feature: str | None = Field(
+        None, min_length=1, description="gate: a categorical feature whose groups' error-rate gap may not widen"
+    )
+    retrain_fairness_tolerance: float = Field(0.02, ge=0, description="gate: most that gap may widen")
+    retrain_fairness_min_group_events: int = Field(
+        20, ge=1, description="gate: a group needs this many holdout events to count in the gap"
+    )
+    retrain_module_evidence_share: float = Field(
+        0.8, gt=0, le=1,
+        description="update the fewest allowed modules carrying this share of the gradient evidence (1: all allowed)",
+    )
+
+    # --- triage (retrain_jobs/triage.py): is a data drift worth a training job? --------
+    retrain_triage: bool = Field(True, description="score DATA_DRIFT/DATA_QUALITY requests before training; off: train all")
+    retrain_triage_alpha: float = Field(
+        0.001, gt=0, lt=0.5, description="one-sided Welch test: chance of a training job for a harmless drift"
+    )
+    retrain_triage_margin: float = Field(
+        0.01, ge=0, description="log-loss increase per event below which a drift counts as harmless"
+    )
+    retrain_triage_min_events: int = Field(
+        50, ge=5, description="labelled events needed before and after the onset; fewer: train (the gate judges)"
+    )
+    retrain_triage_reference_events: int = Field(
+        10_000, ge=100, description="messages per partition read before the snapshot for the pre-onset loss"
+    )
 
     # --- release: shadow, canary, watch (retrain_jobs/rollout*.py) ------------------------
     rollout_enabled: bool = Field(

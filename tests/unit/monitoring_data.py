@@ -97,6 +97,22 @@ RESULTS = (
         "decision": "PROMOTED", "reason": "affected slices improved, others within tolerance",
         "artifact_uri": "file:///registry/m/v2", "finished_at": T0 + 95 * MIN,
     }),
+    _roundtrip("RetrainResult", {  # an earlier job that bought nothing: wasted seconds
+        "request_id": "req-eu-old", "model": "m", "new_version": None, "parent_version": "v1", "tier": "ADAPTER",
+        "slices": ["eu-west"], "modules_updated": ["adapter_eu-west"], "params_updated": 1_000,
+        "params_total": 1_000_000, "train_seconds": 1.5, "metric_name": "log_loss", "metric_before": 0.40,
+        "metric_after": 0.40, "other_slices_max_regression": 0.0, "latency_ms": 1.1, "decision": "REJECTED",
+        "reason": "min_gain: eu-west log_loss gain +0.0000 < 0.01", "artifact_uri": None,
+        "finished_at": T0 + 50 * MIN, "cause": "MIN_GAIN",
+    }),
+    _roundtrip("RetrainResult", {  # triage: the data drift did not hurt, no job (avoided seconds)
+        "request_id": "req-ap-skip", "model": "m", "new_version": None, "parent_version": "v1", "tier": "ADAPTER",
+        "slices": ["ap-south"], "modules_updated": [], "params_updated": 0, "params_total": 0,
+        "train_seconds": 0.0, "metric_name": "log_loss", "metric_before": 0.3, "metric_after": 0.3,
+        "other_slices_max_regression": 0.0, "latency_ms": None, "decision": "SKIPPED",
+        "reason": "triage: no significant harm", "artifact_uri": None, "finished_at": T0 + 101 * MIN,
+        "cause": "NO_HARM", "checks": {"triage.delta": 0.004, "triage.ci_low": -0.02, "triage.ci_high": 0.03},
+    }),
 )  # fmt: skip
 
 

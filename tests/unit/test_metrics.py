@@ -176,12 +176,12 @@ def test_progress_follows_the_settings():
 
 def test_model_updates_count_stage_changes_promotions_rollbacks_and_the_canary_share():
     model = "metrics-rollout-model"
-    before = value("driftwatch_rollout_stages_total", model=model, stage="PROMOTED")
+    before = value("driftwatch_rollout_stage_changes_total", model=model, stage="PROMOTED")
     metrics.observe_model_update({"model": model, "stage": "CANARY", "canary_fraction": 0.1})
     assert value("driftwatch_rollout_canary_fraction", model=model) == 0.1
     metrics.observe_model_update({"model": model, "stage": "PROMOTED", "canary_fraction": 0.0})
     metrics.observe_model_update({"model": model, "stage": "ROLLED_BACK", "canary_fraction": 0.0})
-    assert value("driftwatch_rollout_stages_total", model=model, stage="PROMOTED") == before + 1
+    assert value("driftwatch_rollout_stage_changes_total", model=model, stage="PROMOTED") == before + 1
     assert value("driftwatch_rollout_promotions_total", model=model) == 1
     assert value("driftwatch_rollout_rollbacks_total", model=model) == 1
     assert value("driftwatch_rollout_canary_fraction", model=model) == 0.0

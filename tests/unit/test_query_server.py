@@ -211,8 +211,11 @@ def test_alert_to_retraining_to_result_and_compute_saved(server):
     eu = next(r for r in links if r["alert_id"] == "a-eu-1")
     assert (eu["metric_before"], eu["metric_after"], eu["new_version"]) == (0.62, 0.41, "v2")
     [row] = saved
-    assert (row["tier"], row["jobs"], row["promoted"], row["share_params_updated"]) == ("ADAPTER", 1, 1, 0.001)
-    assert row["full_retrain_seconds"] == 2500.0 and row["saved_seconds"] == 2497.5
+    assert (row["tier"], row["jobs"], row["promoted"], row["rejected"], row["skipped"]) == ("ADAPTER", 2, 1, 1, 1)
+    assert row["share_params_updated"] == 0.001 and row["train_seconds"] == 4.0
+    assert (row["promoted_seconds"], row["wasted_seconds"]) == (2.5, 1.5)
+    assert row["avoided_seconds"] == 2.0, "one skipped request x the mean ADAPTER job of the model"
+    assert row["full_retrain_seconds"] == 4000.0 and row["saved_seconds"] == 3996.0
     assert row["full_cost_basis"] == "scaled by parameters"
 
 

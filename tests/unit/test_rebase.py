@@ -67,3 +67,21 @@ def test_no_rebase_when_a_shared_module_moved_or_both_touched_one(registry):
     assert "serve" in rebase_blocker(registry, "m", b, trunk, ["s1"])
     other = candidate(registry, ["adapter.s1"], "s2", "rc")
     assert "both changed ['adapter.s1']" in rebase_blocker(registry, "m", b, other, ["s1"])
+
+
+def test_a_watch_follows_a_version_stacked_on_it_and_its_rollback_keeps_that_update(registry):
+    from retrain_jobs.rebase import follow_blocker, revert
+
+    a = candidate(registry, ["adapter.s0"], "s0", "ra")
+    b = candidate(registry, ["adapter.s1"], "s1", "rb")
+    registry.promote("m", a, expect_current="v0001")
+    stacked = rebase(registry, "m", b, a, ["s1"]).version
+    registry.promote("m", stacked, expect_current=a)
+    assert follow_blocker(registry, "m", a, stacked, ["s0"]) is None, "a's slice is predicted as before"
+    undone = revert(registry, "m", a, stacked, ["s0"])
+    assert undone.parent_version == stacked and undone.metrics["reverted"] == a
+    nets = {v: registry.load("m", v)[0] for v in ("v0001", b, undone.version)}
+    s0 = [e for e in POST if e["slice"] == "s0"]
+    s1 = [e for e in POST if e["slice"] == "s1"]
+    assert np.array_equal(predict(nets[undone.version], s0), predict(nets["v0001"], s0)), "a's update undone"
+    assert np.array_equal(predict(nets[undone.version], s1), predict(nets[b], s1)), "b's update kept"

@@ -178,3 +178,16 @@ def test_a_first_version_from_the_snapshot_alone_prefers_its_events_from_before_
     assert {e["slice"] for e in snapshot_reference(POST, ["s1"])} == {"s0", "s2", "s3"}  # none before: the others
     only = [e for e in POST if e["slice"] == "s1"]
     assert snapshot_reference(only, ["s1"]) == only[: len(only) // 2]  # nothing else: the earliest half
+
+
+def test_a_module_tier_job_updates_the_modules_the_gradient_evidence_picks(registry):
+    """Of the adapter and trunk a MODULE request allows, the concept change's loss sits in the
+    adapter: only it is trained, and the scores are in the result and the manifest."""
+    result = run_job(request("r-mod", tier="MODULE", modules=("adapter.s1", "trunk")), POST, registry, SETTINGS)
+    assert set(result["module_scores"]) == {"adapter.s1", "trunk"}
+    assert result["module_scores"]["adapter.s1"] > 0.8 and result["modules_updated"] == ["adapter.s1"]
+    assert result["decision"] == "PROMOTED" and result["cause"] == "GATE_PASSED", result["reason"]
+    assert {"gate.ece_before", "gate.ece_after", "gate.log_loss_before"} <= set(result["checks"])
+    manifest = registry.manifest("m", result["new_version"])
+    assert manifest.metrics["module_scores"] == result["module_scores"]
+    assert RETRAIN_RESULT.decode(RETRAIN_RESULT.encode(result))["module_scores"] == result["module_scores"]

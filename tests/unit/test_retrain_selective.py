@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from retrain_jobs.gate import GateConfig, gate
 from retrain_jobs.model import TabularModularModel
 from retrain_jobs.registry import module_hashes
 from retrain_jobs.scenario import RetrainScenario
@@ -16,7 +17,6 @@ from retrain_jobs.selective import (
     TrainConfig,
     auc,
     gain,
-    gate,
     log_loss,
     per_slice,
     predict,
@@ -94,18 +94,18 @@ def test_gate_passes_and_names_each_failed_check(world):
     net = copy.deepcopy(base)
     update(net, ["adapter.s1"], [e for e in train if e["slice"] == "s1"], [e for e in val if e["slice"] == "s1"],
            TrainConfig.incremental(SETTINGS))
-    ok = gate(base, net, hold, ["s1"], SETTINGS)
+    ok = gate(base, net, hold, ["s1"], GateConfig.from_settings(SETTINGS))
     assert ok.passed and ok.reason.startswith("passed") and ok.other_slices_max_regression == 0.0
     assert ok.metric_after < ok.metric_before
-    no_gain = gate(base, net, hold, ["s1"], load_settings(retrain_min_gain=5.0))
+    no_gain = gate(base, net, hold, ["s1"], GateConfig(min_gain=5.0))
     assert not no_gain.passed and no_gain.reason.startswith("min_gain: s1")
-    slow = gate(base, net, hold, ["s1"], load_settings(retrain_latency_budget_ms=1e-6))
+    slow = gate(base, net, hold, ["s1"], GateConfig(latency_budget_ms=1e-6))
     assert not slow.passed and slow.reason.startswith("latency:")
-    thin = gate(base, net, hold, ["s1"], load_settings(retrain_min_slice_events=10_000))
+    thin = gate(base, net, hold, ["s1"], GateConfig(min_slice_events=10_000))
     assert not thin.passed and thin.reason.startswith("holdout:")
     trunk = copy.deepcopy(base)  # the shared trunk fitted to s1 alone hurts someone else
     update(trunk, ["trunk"], [e for e in train if e["slice"] == "s1"], [], TrainConfig(1e-2, 5, 64, 5, 0.0, 1))
-    hurt = gate(base, trunk, hold, ["s1"], load_settings(retrain_tolerance=0.0, retrain_min_gain=0.0))
+    hurt = gate(base, trunk, hold, ["s1"], GateConfig(tolerance=0.0, min_gain=0.0))
     assert not hurt.passed and "tolerance: slice s" in hurt.reason and hurt.other_slices_max_regression > 0
 
 

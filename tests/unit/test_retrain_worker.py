@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from retrain_jobs.worker import RetrainWorker, failed_result
 from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
 from schemas.errors import DriftError, InfraError
-from schemas.retraining import FAILED_REASON_PREFIX
+from schemas.retraining import Cause
 from schemas.settings import load_settings
 from tests.fakes import FakeConsumer, FakeMessage, FakeProducer
 
@@ -38,7 +38,8 @@ def request(rid="r1", model="m"):
 
 
 def good_result(req, events):
-    return {**failed_result(req, "x"), "decision": "PROMOTED", "reason": f"improved on {len(events)} events",
+    return {**failed_result(req, "x"), "decision": "PROMOTED", "cause": "GATE_PASSED",
+            "reason": f"improved on {len(events)} events",
             "params_updated": 10, "params_total": 100, "metric_name": "accuracy", "metric_before": 0.6,
             "metric_after": 0.8, "other_slices_max_regression": 0.0, "new_version": "v2"}  # fmt: skip
 
@@ -117,7 +118,7 @@ def test_a_job_error_becomes_a_rejected_result_and_the_worker_goes_on():
     )
     drive(w, lambda: len(consumer.commits) == 2)
     bad, good = (r for _, _, r in producer.delivered)
-    assert bad["decision"] == "REJECTED" and bad["reason"].startswith(FAILED_REASON_PREFIX)
+    assert bad["decision"] == "REJECTED" and bad["cause"] == Cause.JOB_FAILED
     assert "no labelled events" in bad["reason"] and bad["slices"] == ["eu"] and bad["tier"] == "ADAPTER"
     assert math.isnan(bad["metric_before"]) and bad["params_updated"] == 0
     assert good["decision"] == "PROMOTED"

@@ -20,6 +20,7 @@ from retrain_jobs.rollout import (
     RolloutError,
 )
 from retrain_jobs.routing import serves_candidate
+from retrain_jobs.sequential import SequentialTestError
 from schemas.settings import load_settings
 
 
@@ -214,7 +215,7 @@ def test_misuse_is_an_error_and_nan_is_ignored():
     with pytest.raises(RolloutError):
         r.start()
     assert r.observe("e", math.nan, 0.2) is None and r.events == 0
-    with pytest.raises(RolloutError):
+    with pytest.raises(SequentialTestError):
         BettingTest(alpha=0.05, margin=1.0)
     with pytest.raises(RolloutError):
         RolloutConfig(loss_clip=1.0, watch_tolerance=2.0)

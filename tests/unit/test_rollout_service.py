@@ -290,3 +290,16 @@ def test_with_rollout_off_candidates_are_ignored_but_pointers_are_announced(tmp_
     models, finals = published(producer, svc.settings)
     assert not svc.active and finals == []
     assert [(m["stage"], m["current_version"]) for m in models] == [("PROMOTED", "v1")]
+
+
+def test_records_of_different_rollouts_go_out_in_the_order_they_were_decided(tmp_path):
+    svc, _reg, producer, _ = build(tmp_path, {0: []})
+    svc.step()  # starts req-1
+    st1 = svc.active["req-1"]
+    other = service_mod.RolloutState(service_mod.Rollout(svc.config, "m", "v9", "v1", ["us"], "req-2"), {}, {})
+    svc.active["req-2"] = other
+    base = MODEL_UPDATE.decode(producer.delivered[-1][2])
+    for st, tag in ((other, "first"), (st1, "second"), (other, "third")):
+        svc._emit(st, "models", {**base, "reason": tag})
+    assert svc.flush()
+    assert [MODEL_UPDATE.decode(v)["reason"] for _t, _k, v in producer.delivered[-3:]] == ["first", "second", "third"]

@@ -24,7 +24,7 @@ from consumers.router import (
     slice_share,
 )
 from schemas.codec import RETRAIN_REQUEST
-from schemas.retraining import FAILED_REASON_PREFIX
+from schemas.retraining import Cause
 from schemas.settings import load_settings
 
 T0 = 1_000_000.0  # seconds
@@ -89,9 +89,10 @@ def router(**overrides) -> Router:
 ENDS = {0: 5000, 1: 4000, 2: 3000}
 
 
-def result(req, decision="REJECTED", reason="slice did not improve"):
+def result(req, decision="REJECTED", reason="slice did not improve", cause=None):
+    cause = cause or {"REJECTED": Cause.MIN_GAIN, "SKIPPED": Cause.NO_HARM}.get(decision, Cause.GATE_PASSED)
     return {"request_id": req["request_id"], "model": req["model"], "slices": req["slices"], "decision": decision,
-            "reason": reason, "tier": req["tier"]}  # fmt: skip
+            "reason": reason, "tier": req["tier"], "cause": cause.value, "finished_at": 0}  # fmt: skip
 
 
 # --- coalescing ---------------------------------------------------------------------------
@@ -321,7 +322,16 @@ def test_escalation_stops_at_max_tier_and_not_after_failed_jobs_or_promotions():
     r = router()
     r.on_alert(alert(), T0)
     (req,) = r.due(T0 + 10, ENDS)
-    assert r.on_result(result(req, reason=FAILED_REASON_PREFIX + "ValueError: no labelled events"), T0 + 50) == []
+    assert r.on_result(result(req, reason="job failed: ValueError: x", cause=Cause.JOB_FAILED), T0 + 50) == []
+    r = router()
+    r.on_alert(alert(), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    assert r.on_result(result(req, reason="min_gain: text the router never reads", cause=Cause.HOLDOUT), T0 + 50) == []
+    r = router()
+    r.on_alert(alert(), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    legacy = {k: v for k, v in result(req, reason="min_gain: s1 gain -0.001").items() if k != "cause"}
+    assert r.on_result(legacy, T0 + 50) == [], "a result without a cause (older writer) is final"
     r = router()
     r.on_alert(alert(), T0)
     (req,) = r.due(T0 + 10, ENDS)
@@ -520,3 +530,45 @@ def test_a_planning_failure_drops_that_group_and_keeps_routing_the_others():
     (req,) = r.due(T0, ENDS)
     assert req["slices"] == ["good"] and r.pending == {}
     assert r.counters["plan_failed"] == 1 and "unreadable" in r.errors[0]
+
+
+# --- triage -------------------------------------------------------------------------------
+
+
+def test_a_request_carries_its_alert_types():
+    r = router()
+    r.on_alert(alert(n=1), T0)
+    r.on_alert(alert(n=2, feature="latency", first=1200, last=1700, alert_type="DATA_QUALITY"), T0 + 1)
+    (req,) = r.due(T0 + 10, ENDS)
+    assert req["alert_types"] == ["DATA_DRIFT", "DATA_QUALITY"]
+    RETRAIN_REQUEST.decode(RETRAIN_REQUEST.encode(req))
+
+
+def test_skipped_cools_down_but_a_performance_drift_still_gets_through():
+    r = router(cooldown_seconds=600)
+    r.on_alert(alert(n=1), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    assert r.on_result(result(req, "SKIPPED", "triage: no significant harm"), T0 + 20) == []
+    assert r.in_flight == {} and r.counters["skipped"] == 1
+    assert r.cooldown_until[("m", "eu")] == T0 + 20 + 600
+    assert r.on_alert(alert(n=2, first=3000, last=3500), T0 + 30) == "cooldown", "another data drift waits"
+    perf = alert(n=3, first=3000, last=3500, alert_type="PERFORMANCE_DRIFT", feature=None)
+    assert r.on_alert(perf, T0 + 30) == "pending"
+    (job,) = r.due(T0 + 40, ENDS)
+    assert job["alert_types"] == ["PERFORMANCE_DRIFT"] and job["alert_ids"] == [perf["alert_id"]]
+    later = alert(n=4, first=6000, last=6500, alert_type="LABEL_DRIFT", feature=None)
+    assert r.on_result(result(job, "PROMOTED", "ok"), T0 + 50) == []
+    assert r.on_alert(later, T0 + 60) == "cooldown", "after a real job the cooldown holds for every alert"
+
+
+def test_restore_remembers_a_skipped_slice():
+    r = router()
+    r.on_alert(alert(n=1), T0)
+    (req,) = r.due(T0 + 10, ENDS)
+    fresh = router()
+    skipped = {**result(req, "SKIPPED", "no harm"), "finished_at": int((T0 + 20) * 1000)}
+    fresh.restore([req], [skipped], T0 + 30)
+    assert fresh.in_flight == {} and ("m", "eu") in fresh.skipped_slices
+    perf = alert(n=3, first=3000, last=3500, alert_type="PERFORMANCE_DRIFT", feature=None)
+    assert fresh.on_alert(alert(n=2, first=3000, last=3500), T0 + 40) == "cooldown"
+    assert fresh.on_alert(perf, T0 + 40) == "pending"

@@ -75,7 +75,7 @@ def test_a_rejected_result_produces_the_escalation_before_its_offset_is_committe
         "tier": "ADAPTER", "slices": ["us"], "modules_updated": ["adapter.us"], "params_updated": 5,
         "params_total": 50, "train_seconds": 0.1, "metric_name": "accuracy", "metric_before": 0.7,
         "metric_after": 0.69, "other_slices_max_regression": 0.0, "latency_ms": None, "decision": "REJECTED",
-        "reason": "the slice did not improve", "artifact_uri": None, "finished_at": 0,
+        "reason": "the slice did not improve", "artifact_uri": None, "finished_at": 0, "cause": "MIN_GAIN",
     }  # fmt: skip
     consumer.feed(FakeMessage(T.retrain_results, 2, 4, RETRAIN_RESULT.encode(rejected)))
     svc._last_commit = -1e9

@@ -140,3 +140,18 @@ def test_avsc_files_are_valid_json_and_named():
     for name, codec in CODECS.items():
         assert codec.schema_json["name"] == name
         json.dumps(codec.schema_json)
+
+
+def test_retrain_request_v1_decodes_with_no_alert_types():
+    """Evolution: a RetrainRequest from a router before triage reads as v2 with alert_types [] (not triaged)."""
+    from schemas.codec import RETRAIN_REQUEST
+
+    v1 = _load_json("history/retrain_request.v1.avsc")
+    old = {
+        "schema_version": 1, "request_id": "r1", "alert_ids": ["a1"], "model": "m", "slices": ["eu"],
+        "modules": ["adapter.eu"], "tier": "ADAPTER",
+        "snapshot": {"topic": "drift.events", "ranges": [{"partition": 0, "start_offset": 5, "end_offset": 9}],
+                     "slice_filter": ["eu"], "labelled_only": True},
+        "priority": 2001, "policy_version": "router-1", "created_at": 1_790_000_000_000,
+    }
+    assert RETRAIN_REQUEST.decode(RETRAIN_REQUEST.encode_with(old, v1)) == {**old, "alert_types": []}
