@@ -21,6 +21,7 @@ from deploy.fuzz import KINDS, good_event, malformed_messages
 from deploy.services import start_services
 from retrain_jobs.snapshot import read_snapshot
 from runtime.kafka import committed_offsets, end_offsets, iter_topic
+from runtime.topics import ensure_topics
 from schemas.codec import DEAD_LETTER
 from schemas.errors import DriftError
 from schemas.settings import Settings
@@ -32,11 +33,13 @@ N_GOOD = max(3000, 2 * N_BAD)
 
 @pytest.fixture(scope="module")
 def fuzzed(kafka_settings: Settings, tmp_path_factory):
-    settings = kafka_settings.model_copy(update={
+    settings = kafka_settings.model_copy(update={  # own topics: its 1,500 dead letters stay out of other tests
+        "topic_prefix": f"{kafka_settings.topic_prefix}.fuzz",
         "app_id": f"{kafka_settings.topic_prefix}-fuzz-streams",
         "sink_group": f"{kafka_settings.topic_prefix}-fuzz-sink",
         "metrics_port": 0,
     })  # fmt: skip
+    ensure_topics(settings)
     start = end_offsets(settings, settings.topics.events)
     group = start_services(settings, ("streams", "sink"), log_dir=tmp_path_factory.mktemp("fuzz-logs"))
     producer = Producer(settings.producer_config(**{"message.max.bytes": 2_000_000}))
