@@ -166,7 +166,8 @@ def run_demo(settings: Settings, events_per_slice: int = 3000, timeout: float = 
 
     _say(
         "[2/7] starting services: streams (river detectors per slice x feature), router (alerts -> retrain "
-        "requests), retrain (selective torch updates, registry), sink (ClickHouse)"
+        "requests), retrain (triage, selective torch updates, registry), rollout (shadow, canary, watch, "
+        "rollback), sink (ClickHouse)"
     )
     services = start_services(settings, SERVICES, log_dir=settings.run_dir / "logs")
     code = 1
