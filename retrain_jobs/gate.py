@@ -28,6 +28,7 @@ from torch import nn
 from retrain_jobs.features import binary_labels
 from retrain_jobs.selective import gain, latency_ms, per_slice, pooled, predict
 from schemas.retraining import Cause
+from schemas.settings import section
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,8 @@ class GateConfig:
     fairness_min_group_events: int = 20
 
     @classmethod
-    def from_settings(cls, s: Any) -> GateConfig:
-        return cls(
-            metric=s.retrain_metric, min_gain=s.retrain_min_gain, tolerance=s.retrain_tolerance,
-            min_slice_events=s.retrain_min_slice_events, latency_budget_ms=s.retrain_latency_budget_ms,
-            latency_batch=s.retrain_latency_batch, calibration_bins=s.retrain_calibration_bins,
-            calibration_tolerance=s.retrain_calibration_tolerance, fairness_feature=s.retrain_fairness_feature,
-            fairness_tolerance=s.retrain_fairness_tolerance,
-            fairness_min_group_events=s.retrain_fairness_min_group_events,
-        )
+    def from_settings(cls, settings: Any) -> GateConfig:
+        return section(settings, "retrain_", cls)
 
 
 @dataclass

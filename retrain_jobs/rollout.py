@@ -53,6 +53,7 @@ from typing import Any
 from retrain_jobs.routing import serves_candidate
 from retrain_jobs.sequential import BettingTest, RestartingTest, SequentialTestError
 from schemas.retraining import Cause
+from schemas.settings import section
 
 STAGES = ("CANDIDATE", "SHADOW", "CANARY", "PROMOTED", "REJECTED", "ROLLED_BACK")
 PHASES = ("CANDIDATE", "SHADOW", "CANARY", "WATCH", "PROMOTED", "REJECTED", "ROLLED_BACK")
@@ -97,18 +98,7 @@ class RolloutConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> RolloutConfig:
-        return cls(
-            alpha=settings.rollout_alpha,
-            harm_alpha=settings.rollout_harm_alpha,
-            loss_clip=settings.rollout_loss_clip,
-            min_improvement=settings.rollout_min_improvement,
-            max_shadow_events=settings.rollout_max_shadow_events,
-            canary_fraction=settings.rollout_canary_fraction,
-            canary_events=settings.rollout_canary_events,
-            watch_events=settings.rollout_watch_events,
-            watch_tolerance=settings.rollout_watch_tolerance,
-            restart_events=settings.rollout_restart_events,
-        )
+        return section(settings, "rollout_", cls)
 
 
 @dataclass(frozen=True)

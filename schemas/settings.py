@@ -7,16 +7,19 @@ environment variable and what it accepts.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigError
 from schemas.topics import Topics
+
+T = TypeVar("T")
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -379,3 +382,13 @@ def load_settings(**overrides: Any) -> Settings:
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
             problems.append(f"{name}: {str(err['msg']).removeprefix('Value error, ')}{shown}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
+
+
+def section(settings: Any, prefix: str, config_cls: type[T]) -> T:
+    """A component's own config dataclass, each field read from the setting ``<prefix><field>``.
+
+    Components take their slice of the settings, not the whole model (the gate, the rollout): a
+    field without a setting keeps the dataclass default.
+    """
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    return config_cls(**{n: getattr(settings, prefix + n) for n in names if hasattr(settings, prefix + n)})
