@@ -323,8 +323,9 @@ class ClickHouseSink:
 
     def _retry_step(self) -> None:
         if time.monotonic() < self._retry_at:
-            # poll keeps group membership (and rebalance callbacks) alive; paused = no data
-            msg = self.consumer.poll(min(MAX_POLL_WAIT, self._retry_at - time.monotonic()))
+            # poll keeps group membership (and rebalance callbacks) alive; paused = no data. Never a
+            # negative timeout: librdkafka reads that as "wait forever" (the retry time may pass meanwhile)
+            msg = self.consumer.poll(max(0.0, min(MAX_POLL_WAIT, self._retry_at - time.monotonic())))
             if msg is not None and not msg.error():
                 self.handle(msg)
             return
