@@ -43,47 +43,37 @@ cut, the events topic's current end offsets; the Kafka service around it is
    same drift does not start a retrain / rollback ping-pong.
 8. **Determinism.** ``request_id`` hashes model, sorted slices, tier and sorted alert ids: a
    replay of the same alerts after a crash makes the same id, and the job (idempotent per
-   request_id) the same decision. After a restart, :meth:`Router.restore` rebuilds cooldowns,
-   in-flight slots and the requested alert ids from the requests and results topics, and
-   what it needs to escalate a request from the alerts topic.
+   request_id) the same decision. After a restart, :func:`consumers.router_restore.restore`
+   rebuilds cooldowns, in-flight slots and the requested alert ids from the requests and
+   results topics, and what it needs to escalate a request from the alerts topic.
 
-The snapshot of a request: the events topic; for every partition holding an alert window, the
-range from the estimated onset of the change (the window's current part counted back from its
-last offset, :func:`onset_offset`) minus ``reference_events`` to the partition's end at request
-time (the drifted regime, up to now), capped at ``snapshot_max_events``; for every other
-partition its last ``other_partition_events`` events (the other slices, for the "no other slice
-got worse" check); ``slice_filter`` = the request's slices;
-``labelled_only`` true. The job trains the targets on all of their slices' events in the
-snapshot, so by default (``reference_events`` 0) it holds no pre-drift data of the drifted slice.
+What a request holds (its id, priority and snapshot ranges) is computed from its alerts in
+:mod:`consumers.router_requests`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from schemas.codec import RETRAIN_REQUEST
+from consumers.router_requests import (
+    Alert,
+    PlanLike,
+    Request,
+    Source,
+    escalated_request,
+    new_request,
+    post_alert_events,
+    snapshot_for,
+)
 from schemas.errors import DriftError
 from schemas.retraining import CONCEPT_ALERTS, TIERS, Cause, Decision, cause_of, decided_live, escalates
 
-POLICY_VERSION = "router-1"
-SEVERITY_RANK = {"LOW": 1, "MEDIUM": 2, "HIGH": 3}
 REMEMBERED_REQUESTS = 10_000
 REMEMBERED_ALERT_IDS = 100_000
-
-Alert = dict[str, Any]
-Request = dict[str, Any]
-Source = tuple[str, int, int]  # (topic, partition, offset) of the alert message
-
-
-class PlanLike(Protocol):
-    tier: str
-    modules: tuple[str, ...]
-    slices: tuple[str, ...]
 
 
 # (model, alerts, tier or None, n_slices_seen) -> Plan; the service binds the registry's manifest
@@ -132,7 +122,7 @@ class RouterConfig:
         )
 
 
-def _cools_down(result: Mapping[str, Any]) -> bool:
+def cools_down(result: Mapping[str, Any]) -> bool:
     """A ROLLED_BACK, or a REJECTED decided on live events (not a stale parent, which says nothing
     about the slice): the slice cools down afresh so the same drift does not ping-pong."""
     if result["decision"] == Decision.ROLLED_BACK:
@@ -143,59 +133,6 @@ def _cools_down(result: Mapping[str, Any]) -> bool:
 
 def tier_rank(tier: str) -> int:
     return TIERS.index(tier)
-
-
-def request_key(request: Mapping[str, Any]) -> bytes:
-    """Kafka key of a RetrainRequest: model and slices. A slice's requests (and escalations) stay
-    in order on one partition; other slices of the same model can run on other workers."""
-    return f"{request['model']}/{','.join(sorted(request['slices']))}".encode()
-
-
-def request_id_for(model: str, slices: Iterable[str], tier: str, alert_ids: Iterable[str]) -> str:
-    """Deterministic id: the same alerts, slices and tier always make the same request."""
-    raw = "\x1f".join([model, ",".join(sorted(slices)), tier, ",".join(sorted(alert_ids))])
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
-
-
-def _counts(alert: Alert) -> tuple[int, int]:
-    """(reference, current) event counts of the alert's window."""
-    return (alert.get("reference", {}).get("count", 0) or 0, alert.get("current", {}).get("count", 0) or 0)
-
-
-def slice_share(alert: Alert) -> float:
-    """The slice's share of its partition's events, measured on the alert's window (which spans
-    first_offset..last_offset and holds the reference and current counts of the slice)."""
-    span = alert["last_offset"] - alert["first_offset"] + 1
-    n = sum(_counts(alert))
-    return min(1.0, n / span) if n > 0 and span > 0 else 1.0
-
-
-def onset_offset(alert: Alert) -> int:
-    """Estimated offset where the change began: the window's current part, counted back from
-    its last offset on the partition, within the window."""
-    back = math.ceil(_counts(alert)[1] / slice_share(alert))
-    return min(max(alert["last_offset"] + 1 - back, alert["first_offset"]), alert["last_offset"])
-
-
-def events_per_minute(alert: Alert) -> float:
-    """The slice's traffic seen in the alert's window: its events over the window's event-time span."""
-    span_ms = max(alert["window_end_event_time"] - alert["window_start_event_time"], 1)
-    return sum(_counts(alert)) * 60_000.0 / span_ms
-
-
-def priority_for(alerts: list[Alert]) -> int:
-    """1000 x highest severity + a log-scaled traffic score (higher is more urgent)."""
-    severity = max(SEVERITY_RANK.get(a["severity"], 1) for a in alerts)
-    per_slice: dict[str, float] = {}
-    for a in alerts:
-        per_slice[a["slice"]] = max(per_slice.get(a["slice"], 0.0), events_per_minute(a))
-    traffic = sum(per_slice.values())
-    return 1000 * severity + min(999, round(100 * math.log10(1 + traffic)))
-
-
-def post_alert_events(alert: Alert, end_offset: int) -> float:
-    """Estimated events of the alert's slice on its partition after the alert's window."""
-    return max(0, end_offset - alert["last_offset"] - 1) * slice_share(alert)
 
 
 @dataclass
@@ -280,12 +217,12 @@ class Router:
         for s in slices:
             if self.busy_slices.get((model, s)) == rid:
                 del self.busy_slices[(model, s)]
-        if _cools_down(result):
-            self._cool_down(model, slices, now)
+        if cools_down(result):
+            self.cool_down(model, slices, now)
             self._count(f"result_live_{decision.lower()}")
             return []
         if decision == Decision.SKIPPED and cause_of(result) == Cause.NO_HARM:
-            self._skipped(model, slices, now)
+            self.mark_skipped(model, slices, now)
             return []
         if emitted is None:
             self._count("result_unknown")
@@ -309,57 +246,6 @@ class Router:
                     del self.busy_slices[key]
             self._count("expired")
         return late
-
-    def restore(self, requests: Iterable[Request], results: Iterable[Mapping[str, Any]], now: float,
-                alerts: Iterable[Alert] = ()) -> None:
-        """Rebuild cooldowns, in-flight slots and requested alert ids from the topics after a restart.
-
-        Requests older than the in-flight timeout hold no slot; their alerts still count as
-        requested. A request whose alerts are all among ``alerts`` (the alerts topic's recent
-        records) can be escalated again: the requests on the same alert ids form its chain,
-        oldest first, which gives its root and its escalation count. One whose alerts are gone
-        is not escalated.
-        """
-        results = sorted(results, key=lambda r: r.get("finished_at") or 0)
-        done = {r["request_id"] for r in results}
-        latest = {r["request_id"]: r for r in results}  # the newest result of each request
-        by_id = {a["alert_id"]: a for a in alerts}
-        chains: dict[tuple[str, tuple[str, ...]], list[str]] = {}
-        for req in sorted(requests, key=lambda r: r["created_at"]):
-            created = req["created_at"] / 1000.0
-            chain = chains.setdefault((req["model"], tuple(sorted(req["alert_ids"]))), [])
-            if req["request_id"] not in chain:
-                chain.append(req["request_id"])
-            if all(aid in by_id for aid in req["alert_ids"]):
-                self.emitted[req["request_id"]] = Emitted(
-                    req, [by_id[aid] for aid in req["alert_ids"]], chain[0], chain.index(req["request_id"]))
-                self.emitted.move_to_end(req["request_id"])
-            for aid in req["alert_ids"]:
-                self._remember_alert(aid)
-            for s in req["slices"]:
-                key = (req["model"], s)
-                self.cooldown_until[key] = max(self.cooldown_until.get(key, -math.inf), created + self.config.cooldown_seconds)
-                self.observe_slice(*key)
-            deadline = created + self.config.in_flight_timeout_seconds
-            if req["request_id"] not in done and now < deadline:
-                self.in_flight[req["request_id"]] = deadline
-                for s in req["slices"]:
-                    self.busy_slices[(req["model"], s)] = req["request_id"]
-        for res in latest.values():  # rollouts still deciding hold their slices; live endings cool them
-            at = (res.get("finished_at") or 0) / 1000.0
-            if res["decision"] == "CANDIDATE" and now < at + self.config.rollout_hold_seconds:
-                self.rolling_out[res["request_id"]] = at + self.config.rollout_hold_seconds
-                for s in res.get("slices") or []:
-                    self.busy_slices[(res["model"], s)] = res["request_id"]
-            elif _cools_down(res):
-                self._cool_down(res["model"], res.get("slices") or [], at)
-        while len(self.emitted) > REMEMBERED_REQUESTS:
-            self.emitted.popitem(last=False)
-        for res in results:  # oldest first: the latest result per slice wins
-            for s in res.get("slices") or ():
-                self.skipped_slices.discard((res["model"], s))
-            if res["decision"] == Decision.SKIPPED and cause_of(res) == Cause.NO_HARM:
-                self._skipped(res["model"], res.get("slices") or (), (res.get("finished_at") or 0) / 1000.0)
 
     def forget(self, partitions: set[tuple[str, int]]) -> int:
         """Drop pending alerts read from partitions this router no longer owns (their new owner
@@ -442,43 +328,14 @@ class Router:
         alerts = sorted((a for g in groups for a in g.alerts.values()), key=lambda a: a["alert_id"])
         plan = self._plan(model, alerts, None)
         slices = sorted(plan.slices or {g.slice for g in groups})
-        ids = [a["alert_id"] for a in alerts]
-        return {
-            "schema_version": RETRAIN_REQUEST.version,
-            "request_id": request_id_for(model, slices, plan.tier, ids),
-            "alert_ids": ids,
-            "model": model,
-            "slices": slices,
-            "modules": sorted(plan.modules),
-            "tier": plan.tier,
-            "snapshot": self.snapshot(alerts, slices, end_offsets),
-            "priority": priority_for(alerts),
-            "policy_version": POLICY_VERSION,
-            "created_at": int(now * 1000),
-            "alert_types": sorted({a["alert_type"] for a in alerts}),
-        }
+        return new_request(model, alerts, slices, plan, self.snapshot(alerts, slices, end_offsets), now)
 
     def snapshot(self, alerts: list[Alert], slices: list[str], end_offsets: Mapping[int, int]) -> dict[str, Any]:
-        """The DataSnapshot of a request (see the module docstring)."""
+        """The DataSnapshot of a request (:func:`consumers.router_requests.snapshot_for`)."""
         cfg = self.config
-        windows: dict[int, tuple[int, int]] = {}  # partition -> (earliest onset, latest window end)
-        for a in alerts:
-            onset = onset_offset(a)
-            lo, hi = windows.get(a["partition"], (onset, a["last_offset"]))
-            windows[a["partition"]] = (min(lo, onset), max(hi, a["last_offset"]))
-        ranges = []
-        for p in sorted(set(end_offsets) | set(windows)):
-            end = end_offsets.get(p, 0)
-            if p in windows:
-                onset, last = windows[p]
-                end = max(end, last + 1)
-                start = max(0, onset - cfg.reference_events)
-                end = min(end, max(last + 1, start + cfg.snapshot_max_events))
-            else:
-                start = max(0, end - cfg.other_partition_events)
-            if end > start:
-                ranges.append({"partition": p, "start_offset": start, "end_offset": end})
-        return {"topic": cfg.events_topic, "ranges": ranges, "slice_filter": list(slices), "labelled_only": True}
+        return snapshot_for(alerts, slices, end_offsets, topic=cfg.events_topic, reference_events=cfg.reference_events,
+                            snapshot_max_events=cfg.snapshot_max_events,
+                            other_partition_events=cfg.other_partition_events)  # fmt: skip
 
     def _admit(self, request: Request, alerts: list[Alert], now: float, root_id: str, escalations: int = 0) -> None:
         rid = request["request_id"]
@@ -489,7 +346,7 @@ class Router:
             self.cooldown_until[key] = now + self.config.cooldown_seconds
             self.skipped_slices.discard(key)
         for a in alerts:
-            self._remember_alert(a["alert_id"])
+            self.remember_alert(a["alert_id"])
         self.emitted[rid] = Emitted(request, alerts, root_id, escalations)
         self.emitted.move_to_end(rid)
         while len(self.emitted) > REMEMBERED_REQUESTS:
@@ -509,33 +366,27 @@ class Router:
             self._count("gave_up")
             return None
         slices = sorted(plan.slices or old["slices"])
-        request = {
-            **old,
-            "request_id": request_id_for(old["model"], slices, plan.tier, old["alert_ids"]),
-            "slices": slices,
-            "modules": sorted(plan.modules),
-            "tier": plan.tier,
-            "snapshot": {**old["snapshot"], "slice_filter": slices},
-            "created_at": int(now * 1000),
-        }
+        request = escalated_request(old, slices, plan, now)
         if request["request_id"] in self.emitted:  # the planner could not go broader
             self._count("gave_up")
             return None
         self._admit(request, emitted.alerts, now, emitted.root_id, emitted.escalations + 1)
         return request
 
-    def _skipped(self, model: str, slices: Iterable[str], now: float) -> None:
+    # --- state changes (also made by consumers.router_restore) -------------------------
+
+    def mark_skipped(self, model: str, slices: Iterable[str], now: float) -> None:
         """Triage found no harm: the slice cools down from now; concept alerts still pass."""
-        self._cool_down(model, slices, now)
+        self.cool_down(model, slices, now)
         self.skipped_slices.update((model, s) for s in slices)
         self._count("skipped")
 
-    def _cool_down(self, model: str, slices: Iterable[str], now: float) -> None:
+    def cool_down(self, model: str, slices: Iterable[str], now: float) -> None:
         for s in slices:
             key = (model, s)
             self.cooldown_until[key] = max(self.cooldown_until.get(key, -math.inf), now + self.config.cooldown_seconds)
 
-    def _remember_alert(self, alert_id: str) -> None:
+    def remember_alert(self, alert_id: str) -> None:
         self.requested_alerts[alert_id] = None
         self.requested_alerts.move_to_end(alert_id)
         while len(self.requested_alerts) > REMEMBERED_ALERT_IDS:

@@ -3,7 +3,7 @@
 Reads alerts (to route), retrain results (to free budget and escalate) and drift stats (to
 know each model's slices) in one consumer group (``router_group``), feeds them to the pure
 :class:`consumers.router.Router`, and produces the RetrainRequests it emits (keyed by
-:func:`consumers.router.request_key`).
+:func:`consumers.router_requests.request_key`).
 
 At-least-once, like every consumer here: offsets are committed only after the requests
 produced so far are acknowledged, and never past an alert still waiting in a coalesce group
@@ -25,7 +25,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from consumers.router import Router, RouterConfig, request_key
+from consumers import router_restore
+from consumers.router import Router, RouterConfig
+from consumers.router_requests import request_key
 from runtime import metrics
 from runtime.kafka import is_transient, usable
 from runtime.kafka_logs import kafka_log_config
@@ -170,7 +172,7 @@ class RouterService:
         requests = read_tail(self.settings, self.topics.retrain_requests, RETRAIN_REQUEST, n)
         results = read_tail(self.settings, self.topics.retrain_results, RETRAIN_RESULT, n)
         alerts = read_tail(self.settings, self.topics.alerts, ALERT, n) if requests else []
-        self.policy.restore(requests, results, self.clock(), alerts)
+        router_restore.restore(self.policy, requests, results, self.clock(), alerts)
         log.info("restored from %d requests, %d results and %d alerts: %d in flight, %d can escalate",
                  len(requests), len(results), len(alerts), len(self.policy.in_flight), len(self.policy.emitted))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, T
 
 from consumers.query_server import start_query_server, stop_query_server
 from consumers.rows import DEAD_LETTERS, TABLES, Row, TableSpec, dead_letter_record, table_for_topic
+from consumers.sink_batch import Batch, Entry, RecentIds
 from consumers.store import apply_schema, open_clickhouse
 from runtime import metrics
 from runtime.kafka import usable
@@ -37,9 +37,6 @@ from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
-
-RECENT_ALERT_IDS = 100_000
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 MAX_POLL_WAIT = 0.5
@@ -54,82 +51,6 @@ class SinkStats:
     flushes: int = 0
     insert_failures: int = 0
     commit_failures: int = 0
-
-
-class RecentIds:
-    """A bounded set remembering the most recently added ids."""
-
-    def __init__(self, maxlen: int = RECENT_ALERT_IDS):
-        self.maxlen = maxlen
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, key: str) -> None:
-        self._ids[key] = None
-        self._ids.move_to_end(key)
-        while len(self._ids) > self.maxlen:
-            self._ids.popitem(last=False)
-
-
-@dataclass
-class Entry:
-    table: str
-    row: Row
-    replay_key: str | None = None
-
-
-class Batch:
-    """Rows and next offsets per (topic, partition), since the last successful flush."""
-
-    def __init__(self) -> None:
-        self.entries: dict[TP, list[Entry]] = {}
-        self.next_offsets: dict[TP, int] = {}
-        self.counts: dict[TP, int] = {}  # consumed messages, skipped replays included
-        self.replay_keys: set[str] = set()
-        self.started: float | None = None
-
-    def __len__(self) -> int:
-        return sum(self.counts.values())
-
-    def add(self, tp: TP, offset: int, entry: Entry | None) -> None:
-        """Record a consumed message; entry None means nothing to insert (a skipped replay)."""
-        if self.started is None:
-            self.started = time.monotonic()
-        if entry is not None:
-            self.entries.setdefault(tp, []).append(entry)
-            if entry.replay_key:
-                self.replay_keys.add(entry.replay_key)
-        self.next_offsets[tp] = offset + 1
-        self.counts[tp] = self.counts.get(tp, 0) + 1
-
-    def by_table(self) -> dict[str, list[Row]]:
-        tables: dict[str, list[Row]] = {}
-        for entries in self.entries.values():
-            for e in entries:
-                tables.setdefault(e.table, []).append(e.row)
-        return tables
-
-    def offsets(self) -> list[TopicPartition]:
-        return [TopicPartition(t, p, o) for (t, p), o in sorted(self.next_offsets.items())]
-
-    def drop(self, tps: set[TP]) -> None:
-        """Forget partitions this consumer no longer owns; their new owner re-reads them."""
-        for tp in tps:
-            self.entries.pop(tp, None)
-            self.next_offsets.pop(tp, None)
-            self.counts.pop(tp, None)
-        if not self.counts:
-            self.clear()
-            return
-        self.replay_keys = {e.replay_key for es in self.entries.values() for e in es if e.replay_key}
-
-    def clear(self) -> None:
-        self.__init__()
 
 
 def now_ms() -> int:

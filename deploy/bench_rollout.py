@@ -39,7 +39,7 @@ import torch
 
 from retrain_jobs.model import model_class
 from retrain_jobs.rollout import Rollout, RolloutConfig
-from retrain_jobs.rollout_service import log_losses
+from retrain_jobs.rollout_scoring import log_losses
 from retrain_jobs.scenario import RetrainScenario
 from retrain_jobs.selective import TrainConfig, predict, split_events, update
 from runtime.progress import progress

@@ -3,8 +3,9 @@
 Reads CANDIDATE RetrainResults in one consumer group (``rollout_group``) and, for each, the
 labelled events of its slices on the events topic that came after its training snapshot (from
 the snapshot's end offsets; partitions the snapshot does not name from their end at the start).
-Both versions from the registry score every such event; the per-event log losses drive the
-pure :class:`retrain_jobs.rollout.Rollout`, and the service does what it decides:
+Both versions from the registry score every such event (:mod:`retrain_jobs.rollout_scoring`); the
+per-event log losses drive the pure :class:`retrain_jobs.rollout.Rollout`, and the service does
+what it decides:
 
 - SHADOW / CANARY: a ModelUpdate on the models topic (key = model).
 - PROMOTED: registry pointer swap (compare-and-swap on the incumbent), then the ModelUpdate,
@@ -39,12 +40,12 @@ from collections.abc import Callable, Iterable
 from contextlib import closing
 from typing import Any
 
-import numpy as np
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from retrain_jobs.registry import Registry, RegistryError
 from retrain_jobs.rollout import CAUSE_STALE_PARENT, CAUSE_WATCH_REGRESSED, Rollout, RolloutConfig, Transition
 from retrain_jobs.rollout_registry import RegistrySide
+from retrain_jobs.rollout_scoring import Scorer, VersionLosses, default_scorer, events_by_rollout
 from retrain_jobs.rollout_store import (
     MODELS,
     RESULTS,
@@ -57,7 +58,7 @@ from runtime import metrics
 from runtime.kafka import iter_topic, usable, value_decoder, watermarks
 from runtime.kafka_logs import kafka_log_config
 from runtime.service import serve
-from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT, EventLimits, decode_event
+from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT, EventLimits
 from schemas.errors import InfraError, SchemaError
 from schemas.settings import Settings
 
@@ -67,22 +68,6 @@ POLL_SECONDS = 0.5
 EVENTS_POLL_SECONDS = 0.2
 EVENTS_BATCH = 1000
 PUBLISH_TIMEOUT = 30.0
-
-Scorer = Callable[[Any, list[dict]], np.ndarray]  # (model object, events) -> P(label = 1) per event
-
-
-def log_losses(p: np.ndarray, events: list[dict]) -> np.ndarray:
-    """Per-event binary log loss (labels >= 0.5 count as 1, like the jobs' metrics)."""
-    y = np.array([1.0 if float(e["label"]) >= 0.5 else 0.0 for e in events])
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
-
-
-def default_scorer(net: Any, events: list[dict]) -> np.ndarray:
-    from retrain_jobs.selective import predict
-
-    return predict(net, events)
-
 
 class RolloutService:
     """The loop; ``consumer`` (results, subscribed), ``events`` (events, assigned), ``producer``,
@@ -99,7 +84,7 @@ class RolloutService:
         self.store = RolloutStore(self.registry.root)
         self.side = RegistrySide(self.registry, clock, self._emit)
         self.sequence: list[tuple[str, dict]] = []  # this process's outbox records in the order they were decided
-        self.scorer = scorer or default_scorer
+        self.losses = VersionLosses(self.registry, scorer or default_scorer)
         self.clock = clock
         self._consumer, self._events = consumer, events
         self.producer = producer if producer is not None else Producer(settings.producer_config(**kafka_log_config(log)))
@@ -107,7 +92,6 @@ class RolloutService:
         self.last_update: dict[str, dict] = {}  # model -> the latest ModelUpdate seen or published
         self.pending: list[tuple[str, dict]] = []  # records not tied to a rollout (republished pointers)
         self.position: dict[int, int] = {}  # events partition -> next offset the events consumer delivers
-        self.nets: dict[tuple[str, str], Any] = {}
         self.skipped = 0
         self.published = 0
         self._reconciled_at = -math.inf
@@ -250,30 +234,8 @@ class RolloutService:
 
     def score(self, messages: Iterable[Any]) -> int:
         """Feed a batch of events messages to the rollouts that want them; paired events fed."""
-        wanted: dict[str, list[dict]] = {}
-        for msg in messages:
-            if not usable(msg, log, "events consumer"):
-                continue
-            p, off = msg.partition(), msg.offset()
-            self.position[p] = off + 1
-            takers = [st for st in self.active.values() if not st.rollout.done and off >= st.cursors.get(p, math.inf)]
-            for st in takers:
-                st.cursors[p] = off + 1
-            key = msg.key().decode("utf-8", "replace") if msg.key() else None
-            takers = [st for st in takers if key is None or key in st.rollout.slices]
-            if not takers:
-                continue
-            try:
-                event = decode_event(msg.value(), self._limits)
-            except SchemaError as exc:
-                self.skipped += 1
-                log.debug("events %d@%d skipped: %s", p, off, exc)
-                continue
-            if event.get("label") is None:
-                continue
-            for st in takers:
-                if event["model"] == st.rollout.model and event["slice"] in st.rollout.slices:
-                    wanted.setdefault(st.request_id, []).append(event)
+        wanted, skipped = events_by_rollout(messages, self.active.values(), self.position, self._limits)
+        self.skipped += skipped
         fed = 0
         for rid, evs in wanted.items():
             try:
@@ -283,15 +245,10 @@ class RolloutService:
                 log.exception("rollout %s: could not score %d events; skipped", rid, len(evs))
         return fed
 
-    def _net(self, model: str, version: str) -> Any:
-        if (model, version) not in self.nets:
-            self.nets[(model, version)] = self.registry.load(model, version)[0]
-        return self.nets[(model, version)]
-
     def _feed(self, st: RolloutState, events: list[dict]) -> int:
         r = st.rollout
-        inc = log_losses(self.scorer(self._net(r.model, r.incumbent), events), events)
-        cand = log_losses(self.scorer(self._net(r.model, r.candidate), events), events)
+        inc = self.losses(r.model, r.incumbent, events)
+        cand = self.losses(r.model, r.candidate, events)
         n = 0
         for e, li, lc in zip(events, inc, cand, strict=True):
             if r.done:

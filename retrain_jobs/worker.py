@@ -1,7 +1,7 @@
 """The retrain worker: RetrainRequests in, RetrainResults out (``python -m deploy.services retrain``).
 
 One confluent-kafka consumer group (``retrain_group``); more workers, more parallel jobs.
-Requests are keyed by model and slices (:func:`consumers.router.request_key`): the requests of
+Requests are keyed by model and slices (:func:`consumers.router_requests.request_key`): the requests of
 one slice (a request and its escalations) run in order on one partition, while different
 slices of the same model spread over partitions and run in parallel. Two jobs of one model
 may then race to promote; the loser redoes its update on the winner's version

@@ -13,16 +13,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from consumers.router import (
+from consumers.router import Router, RouterConfig
+from consumers.router_requests import (
     POLICY_VERSION,
-    Router,
-    RouterConfig,
     onset_offset,
     post_alert_events,
     priority_for,
     request_id_for,
     slice_share,
 )
+from consumers.router_restore import restore
 from schemas.codec import RETRAIN_REQUEST
 from schemas.retraining import Cause
 from schemas.settings import load_settings
@@ -236,7 +236,7 @@ def test_restore_keeps_rolling_out_slices_busy_and_cools_rolled_back_ones():
                {**result(us, "CANDIDATE", "passed"), "finished_at": ms + 20_000},
                live(us, "ROLLED_BACK", "rollout_watch_regressed", at_ms=ms + 3_000_000)]
     fresh = router(cooldown_seconds=600)
-    fresh.restore([eu, us], results, T0 + 3100)
+    restore(fresh, [eu, us], results, T0 + 3100)
     assert fresh.on_alert(alert(n=7), T0 + 3100) == "busy", "eu's rollout is still deciding"
     assert fresh.on_alert(alert("us", n=8, partition=1), T0 + 3100) == "cooldown", "us was rolled back at T0+3000"
     assert fresh.on_alert(alert("us", n=9, partition=1), T0 + 3600) == "pending"
@@ -463,14 +463,14 @@ def test_restore_rebuilds_cooldown_budget_and_requested_alerts():
     (req,) = r.due(T0 + 10, ENDS)
 
     fresh = router(max_in_flight=1)
-    fresh.restore([req], [], T0 + 20)
+    restore(fresh, [req], [], T0 + 20)
     assert fresh.on_alert(alert(n=1), T0 + 20) == "duplicate"
     assert fresh.on_alert(alert(n=5), T0 + 20) == "busy"
     fresh.on_alert(alert("us", partition=1), T0 + 20)
     assert fresh.due(T0 + 40, ENDS) == [], "the restored request holds the only slot"
 
     done = router(max_in_flight=1)
-    done.restore([req], [result(req, "PROMOTED", "ok")], T0 + 20)
+    restore(done, [req], [result(req, "PROMOTED", "ok")], T0 + 20)
     assert done.in_flight == {}
     assert done.on_alert(alert(n=6), T0 + 30) == "cooldown"
 
@@ -482,20 +482,20 @@ def test_a_restored_request_escalates_with_its_alerts_and_keeps_its_escalation_c
     (mod,) = r.on_result(result(req), T0 + 50)
 
     fresh = router(max_escalations=2)  # restarted while the ADAPTER request was in flight
-    fresh.restore([req], [], T0 + 20, alerts=[alert(n=1), alert("us", n=9)])
+    restore(fresh, [req], [], T0 + 20, alerts=[alert(n=1), alert("us", n=9)])
     assert fresh.on_result(result(req), T0 + 50) == [mod], "the same escalation as without the restart"
 
     after = router(max_escalations=1)  # restarted while the MODULE one was in flight: its 1 escalation is used
-    after.restore([req, mod], [result(req)], T0 + 60, alerts=[alert(n=1)])
+    restore(after, [req, mod], [result(req)], T0 + 60, alerts=[alert(n=1)])
     assert after.on_result(result(mod), T0 + 90) == []
     again = router(max_escalations=2)
-    again.restore([req, mod], [result(req)], T0 + 60, alerts=[alert(n=1)])
+    restore(again, [req, mod], [result(req)], T0 + 60, alerts=[alert(n=1)])
     (full,) = again.on_result(result(mod), T0 + 90)
     assert full["tier"] == "FULL" and full["alert_ids"] == req["alert_ids"]
     assert again.on_result(result(req), T0 + 95) == [], "a replayed result does not escalate twice"
 
     gone = router()  # the alerts aged out of the topic: nothing to plan the next tier from
-    gone.restore([req], [], T0 + 20, alerts=[])
+    restore(gone, [req], [], T0 + 20, alerts=[])
     assert gone.on_result(result(req), T0 + 50) == [] and gone.in_flight == {}
 
 
@@ -567,7 +567,7 @@ def test_restore_remembers_a_skipped_slice():
     (req,) = r.due(T0 + 10, ENDS)
     fresh = router()
     skipped = {**result(req, "SKIPPED", "no harm"), "finished_at": int((T0 + 20) * 1000)}
-    fresh.restore([req], [skipped], T0 + 30)
+    restore(fresh, [req], [skipped], T0 + 30)
     assert fresh.in_flight == {} and ("m", "eu") in fresh.skipped_slices
     perf = alert(n=3, first=3000, last=3500, alert_type="PERFORMANCE_DRIFT", feature=None)
     assert fresh.on_alert(alert(n=2, first=3000, last=3500), T0 + 40) == "cooldown"

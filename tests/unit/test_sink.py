@@ -11,7 +11,8 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumers import sink as sink_mod
 from consumers.rows import TABLES
-from consumers.sink import Batch, ClickHouseSink, RecentIds
+from consumers.sink import ClickHouseSink
+from consumers.sink_batch import Batch, RecentIds
 from consumers.store import query
 from schemas.codec import ALERT, DEAD_LETTER, STAT
 from schemas.settings import load_settings
