@@ -3,7 +3,7 @@
 Reproducibility is the point: a RetrainRequest names offsets, not "the latest data", so a job
 re-run reads exactly the same events. The reader assigns partitions and seeks (no group
 membership, no commits), stops each partition at its exclusive end offset, skips messages that
-do not decode (``schemas.codec.decode_event``, the streams worker's decoder and limits: counted
+do not decode (``schemas.events.decode_event``, the streams worker's decoder and limits: counted
 and logged; the streams worker already sent them to the DLQ) and applies
 ``labelled_only`` and, when the snapshot names one, ``before_event_time`` (events from that
 epoch-millisecond time on are left out: what a first version's reference data uses to stop at a
@@ -22,8 +22,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from runtime.kafka import watermarks
-from schemas.codec import EventLimits, decode_event
 from schemas.errors import ConfigError, InfraError, SchemaError
+from schemas.events import EventLimits, decode_event
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
