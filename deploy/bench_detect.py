@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from deploy.bench_evidently import EVIDENTLY_WINDOW, run_evidently
-from deploy.bench_throughput import bench_settings, rate_from_commits
+from deploy.bench_throughput import bench_settings
 from deploy.detect_scoring import check_targets, evidently_alerts, format_report, score_alerts
 from deploy.scenarios import KINDS, LABEL, Drift, Scenario, to_json_line
+from deploy.throughput_report import rate_from_commits
 from runtime.kafka import watch_commits
 
 SUITE_SIZES = {  # Drift.size per kind in the suite (meaning per kind: deploy.scenarios)

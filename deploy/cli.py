@@ -187,7 +187,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
         result = run_rollout_bench(settings, out=sys.stderr, quick=args.quick)
     elif args.baseline or args.workers > 1 or args.rounds > 1:  # side by side: the plain loop, 1..N workers
-        from deploy.bench_throughput import compare_throughput, format_summary
+        from deploy.bench_throughput import compare_throughput
+        from deploy.throughput_report import format_summary
 
         result = compare_throughput(settings, args.events, baseline=args.baseline, workers=args.workers,
                                     rounds=args.rounds)

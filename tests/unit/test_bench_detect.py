@@ -7,7 +7,6 @@ import math
 import pytest
 
 from deploy.bench_detect import build_suite, slice_times
-from deploy.bench_throughput import rate_from_commits
 from deploy.detect_scoring import (
     check_targets,
     evidently_alerts,
@@ -16,6 +15,7 @@ from deploy.detect_scoring import (
     stable_pair_events,
 )
 from deploy.scenarios import ALERT_FOR_KIND, KINDS, Drift, Scenario
+from deploy.throughput_report import rate_from_commits
 
 N = 1000
 SLICES = ("s0", "s1", "s2", "s3")
