@@ -147,7 +147,8 @@ def run_detect_bench(
     settings, out: TextIO = sys.stdout, quick: bool = False, *, evidently: bool = True, keep_files: bool = False
 ) -> dict[str, Any]:
     """Run the detection benchmark against the configured broker; print the table, return the numbers."""
-    from deploy.broker import LOCAL_HOSTS, LocalBroker
+    from deploy.broker import LocalBroker
+    from deploy.broker_config import LOCAL_HOSTS
     from deploy.produce import produce_events
     from deploy.services import start_services
     from runtime.kafka import end_offsets

@@ -17,7 +17,8 @@ from schemas.settings import Settings, load_settings
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.store import apply_schema, open_clickhouse
-    from deploy.broker import LOCAL_HOSTS, LocalBroker
+    from deploy.broker import LocalBroker
+    from deploy.broker_config import LOCAL_HOSTS
     from runtime.topics import ensure_topics
 
     broker = LocalBroker(settings)
