@@ -31,7 +31,7 @@ from deploy.bench_throughput import bench_settings
 from deploy.detect_scoring import check_targets, evidently_alerts, format_report, score_alerts
 from deploy.scenarios import KINDS, LABEL, Drift, Scenario, to_json_line
 from deploy.throughput_report import rate_from_commits
-from runtime.kafka import watch_commits
+from runtime.kafka_groups import watch_commits
 
 SUITE_SIZES = {  # Drift.size per kind in the suite (meaning per kind: deploy.scenarios)
     "mean": 1.0,  # +1 reference sd

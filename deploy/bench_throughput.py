@@ -43,7 +43,8 @@ from deploy.throughput_report import (
     worker_events,
     worker_seconds,
 )
-from runtime.kafka import end_offsets, group_assignment, watch_commits
+from runtime.kafka import end_offsets
+from runtime.kafka_groups import group_assignment, watch_commits
 from runtime.topics import app_topics, delete_topics, ensure_topics
 from schemas.codec import EVENT
 from schemas.settings import Settings

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from runtime.kafka import Sample
+from runtime.kafka_groups import Sample
 
 
 def rate_from_commits(samples: Sequence[tuple[float, int]], total: int) -> dict[str, Any]:

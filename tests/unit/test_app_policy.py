@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deploy.throughput_report import rate_from_samples
-from runtime.kafka import Sample
+from runtime.kafka_groups import Sample
 from schemas.codec import EVENT
 from streams.detectors import make_detector
 from streams.monitor import Monitor, MonitorConfig

@@ -7,7 +7,7 @@ import pytest
 
 from deploy.bench_baseline import drain
 from deploy.throughput_report import complete_group_samples, format_summary, throughput_summary, worker_events
-from runtime.kafka import Sample
+from runtime.kafka_groups import Sample
 from schemas.codec import EVENT
 from tests.fakes import FakeMessage
 
