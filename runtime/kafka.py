@@ -255,6 +255,7 @@ def read_ranges(
     group: str | None = None,
     what: str = "range read",
     logger: logging.Logger = log,
+    on_error: Callable[[Any], None] | None = None,
     consumer: Any = None,
 ) -> Iterator[Any]:
     """The messages of ``partitions`` of ``topic`` (all of them unless named), each partition
@@ -265,14 +266,15 @@ def read_ranges(
     Partitions with nothing in range are left out; nothing past an end is yielded, so records
     produced meanwhile do not keep the reader going. By assignment: no group membership and
     nothing committed (``group`` only names the client, which librdkafka requires). Poll errors
-    go through :func:`usable` (fatal raises, others are logged and skipped). Raises
+    go through :func:`usable` (fatal raises, others are logged and skipped), or, if given, to
+    ``on_error(msg)`` (which may raise; the reader skips the message if it returns). Raises
     :class:`RangeReadTimeout` if the ends are not all reached within ``timeout`` s.
     ``consumer``: a client to use instead of a new one (closed at the end either way).
     """
     c = consumer or Consumer(
         settings.confluent_config(**{
             "group.id": group or f"range-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-            "enable.partition.eof": True, **kafka_log_config(log),
+            "enable.partition.eof": True, "auto.offset.reset": "earliest", **kafka_log_config(log),
         })
     )  # fmt: skip
     try:
@@ -300,6 +302,9 @@ def read_ranges(
                 if err is not None and err.code() == KafkaError._PARTITION_EOF:
                     if msg.offset() >= pending.get(msg.partition(), msg.offset() + 1):
                         pending.pop(msg.partition(), None)  # the end was a gap (a compacted or control record)
+                    continue
+                if err is not None and on_error is not None:
+                    on_error(msg)
                     continue
                 if not usable(msg, logger, what):
                     continue

@@ -90,3 +90,18 @@ def test_a_range_not_read_in_time_raises_naming_the_partitions():
     with pytest.raises(RangeReadTimeout, match=r"partitions \[0\] not read") as info:
         values(c, timeout=0)
     assert info.value.pending == {0: 2} and isinstance(info.value, KafkaException) and c.closed
+
+
+def test_on_error_replaces_the_log_and_skip_policy():
+    err = FakeMessage(TOPIC, 1, -1, None, error=KafkaError(KafkaError._TRANSPORT, "broker down"))
+    seen = []
+    c = LogConsumer({0: [0], 1: []}, {0: (0, 1), 1: (0, 0)}, errors=[err])
+    assert values(c, on_error=seen.append) == ["0@0"] and seen == [err]
+
+    def fail(msg):
+        raise RuntimeError(f"read failed: {msg.error()}")
+
+    c = LogConsumer({0: [0], 1: []}, {0: (0, 1), 1: (0, 0)}, errors=[err])
+    with pytest.raises(RuntimeError, match="broker down"):
+        values(c, on_error=fail)
+    assert c.closed
