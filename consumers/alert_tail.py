@@ -7,7 +7,8 @@ from collections.abc import Callable
 from contextlib import closing
 from typing import Any, TextIO
 
-from runtime.kafka import group_is_catching_up, iter_topic, value_decoder
+from runtime.kafka import iter_topic, value_decoder
+from runtime.kafka_groups import group_is_catching_up
 from schemas.codec import ALERT
 from schemas.settings import Settings
 

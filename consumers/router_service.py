@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -29,11 +30,11 @@ from consumers import router_restore
 from consumers.router import Router, RouterConfig
 from consumers.router_requests import request_key
 from runtime import metrics
-from runtime.kafka import is_transient, usable
+from runtime.kafka import RangeReadTimeout, is_transient, read_ranges, usable
 from runtime.kafka_logs import kafka_log_config
 from runtime.service import run_until_stopped, serve
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT, STAT, RecordCodec
-from schemas.errors import DriftError, SchemaError
+from schemas.errors import DriftError, InfraError, SchemaError
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,36 +63,25 @@ def make_planner(settings: Settings) -> Callable[..., Any]:
 
 
 def read_tail(settings: Settings, topic: str, codec: RecordCodec, per_partition: int, timeout: float = 30.0) -> list[dict]:
-    """The latest ``per_partition`` records of each partition of ``topic``, decoded (bad ones skipped)."""
+    """The latest ``per_partition`` records of each partition of ``topic``, decoded (bad ones skipped);
+    what was read so far if that takes over ``timeout`` s."""
     if per_partition <= 0:
         return []
-    c = Consumer(settings.confluent_config(**{"group.id": f"{settings.router_group}-restore", "enable.auto.commit": False}))
     out: list[dict] = []
+    records = read_ranges(settings, topic, bounds=lambda _p, low, high: (max(low, high - per_partition), high),
+                          timeout=timeout, group=f"{settings.router_group}-restore", what="restore")  # fmt: skip
     try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        todo: dict[int, int] = {}
-        assign = []
-        for p in parts:
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if hi > lo:
-                todo[p] = hi
-                assign.append(TopicPartition(topic, p, max(lo, hi - per_partition)))
-        c.assign(assign)
-        deadline = time.monotonic() + timeout
-        while todo and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            if msg.offset() + 1 >= todo.get(msg.partition(), 0):
-                todo.pop(msg.partition(), None)
-            try:
-                out.append(codec.decode(msg.value() or b""))
-            except DriftError as exc:
-                log.warning("restore: skipping undecodable record at %s[%d]@%d: %s", topic, msg.partition(), msg.offset(), exc)
-        if todo:
-            log.warning("restore: %s not read to the end within %.0fs", topic, timeout)
-    finally:
-        c.close()
+        with closing(records):
+            for msg in records:
+                try:
+                    out.append(codec.decode(msg.value() or b""))
+                except DriftError as exc:
+                    log.warning("restore: skipping undecodable record at %s[%d]@%d: %s",
+                                topic, msg.partition(), msg.offset(), exc)  # fmt: skip
+    except RangeReadTimeout:
+        log.warning("restore: %s not read to the end within %.0fs", topic, timeout)
+    except InfraError as exc:  # the topic does not exist (yet): nothing to restore from
+        log.warning("restore: %s", exc)
     return out
 
 

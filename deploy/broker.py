@@ -10,8 +10,9 @@ KRaft mode, one JVM acting as broker and controller, assembled from Maven Centra
     broker.pid        pid of the running JVM
     broker.log        the broker's stdout/stderr (log4j to console)
 
-Machine-level helpers (jars, Java, ports) are in deploy/kafka_host.py; several nodes as one
-cluster in deploy/cluster.py. Run by hand: ``python -m deploy.broker up|down|status``.
+Machine-level helpers (jars, Java, ports) are in deploy/kafka_host.py; what the broker is
+configured with (server.properties, the local-only checks) in deploy/broker_config.py; several
+nodes as one cluster in deploy/cluster.py. Run by hand: ``python -m deploy.broker up|down|status``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.broker_config import LOCAL_HOSTS, Node, check_local, server_properties
 from deploy.kafka_host import (
     KAFKA_CONF_DIR,
     ensure_jars,
@@ -40,28 +41,13 @@ from deploy.kafka_host import (
     port_open,
     tail_text,
 )
-from schemas.errors import ConfigError, InfraError
+from schemas.errors import InfraError
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LOCAL_HOSTS", "LocalBroker", "Node", "free_port", "new_cluster_id", "port_free"]
 LOG4J = KAFKA_CONF_DIR / "log4j.properties"
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-
-
-@dataclass(frozen=True)
-class Node:
-    """One node of a local cluster (deploy/cluster.py); the defaults are the single broker."""
-
-    node_id: int = 1
-    port: int | None = None  # None: the bootstrap's port
-    controller_port: int | None = None  # None: port + 1, or a free port
-    voters: str | None = None  # controller.quorum.voters; None: this node alone
-    home: Path | None = None  # None: <run_dir>/kafka
-    cluster_id_file: Path | None = None  # shared by the nodes of one cluster
-    replication: int = 1  # default.replication.factor of the cluster (min.insync.replicas: one less)
-
 
 class LocalBroker:
     """Start, stop and inspect the local single-node KRaft broker of ``settings`` (or one
@@ -184,22 +170,7 @@ class LocalBroker:
 
     # ------------------------------------------------------------------ steps
     def _check_local(self) -> None:
-        several = "," in self.settings.kafka_bootstrap and self.node.voters is None  # a cluster checks its own list
-        if several or self.host not in LOCAL_HOSTS:
-            raise InfraError(
-                f"the local broker listens on 127.0.0.1 only; DRIFT_KAFKA_BOOTSTRAP="
-                f"{self.settings.kafka_bootstrap!r} names another host. Use 127.0.0.1:<port>, or don't "
-                "start a local broker when pointing at a remote cluster."
-            )
-        if self.settings.kafka_security_protocol != "PLAINTEXT":
-            raise InfraError(
-                "the local broker serves PLAINTEXT only; unset DRIFT_KAFKA_SECURITY_PROTOCOL "
-                f"(now {self.settings.kafka_security_protocol}) to use it"
-            )
-        if not re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", self.settings.broker_heap):
-            raise ConfigError(
-                f"DRIFT_BROKER_HEAP: expected a JVM size such as 512m or 2g (got {self.settings.broker_heap!r})"
-            )
+        check_local(self.settings, self.node, self.host)
 
     def _java(self) -> str:
         return find_java()
@@ -212,44 +183,10 @@ class LocalBroker:
         return free_port()
 
     def _write_properties(self, controller_port: int) -> None:
-        s, n = self.settings, self.node
-        rf, min_isr = str(n.replication), str(max(1, n.replication - 1))
-        props = {
-            # KRaft: each process is broker and controller; a static quorum of one (or of the cluster's nodes).
-            "process.roles": "broker,controller",
-            "node.id": str(n.node_id),
-            "controller.quorum.voters": n.voters or f"{n.node_id}@127.0.0.1:{controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "log.dirs": str(self.data_dir),
-            # Topics are created explicitly (runtime/topics.py, faust declares its own):
-            # auto-creation would silently make a wrongly sized topic from a typo or from a
-            # consumer that subscribes before `driftctl up`, and production clusters disable it.
-            "auto.create.topics.enable": "false",
-            "num.partitions": "3",
-            # a topic created without a replication factor (DRIFT_REPLICATION_FACTOR unset) gets these
-            "default.replication.factor": rf,
-            "min.insync.replicas": min_isr,
-            "offsets.topic.replication.factor": rf,
-            # 50 partitions (the default) make the first consumer group on a fresh broker slow.
-            "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": rf,
-            "transaction.state.log.min.isr": min_isr,
-            "transaction.state.log.num.partitions": "10",
-            "group.initial.rebalance.delay.ms": "0",
-            "log.retention.ms": str(s.retention_ms),
-            "log.retention.check.interval.ms": "300000",
-            "delete.topic.enable": "true",
-        }
-        if self.extra_listener is not None:
-            name, port = self.extra_listener
-            props["listeners"] += f",{name}://127.0.0.1:{port}"
-            props["advertised.listeners"] += f",{name}://127.0.0.1:{port}"
-            props["listener.security.protocol.map"] += f",{name}:{name}"
-        props.update(self.extra_properties)
+        props = server_properties(
+            self.settings, self.node, self.port, controller_port, self.data_dir,
+            extra_listener=self.extra_listener, extra_properties=self.extra_properties,
+        )  # fmt: skip
         text = "# written by deploy/broker.py on every `up`; edits are lost\n"
         text += "".join(f"{k}={v}\n" for k, v in props.items())
         self.properties.write_text(text)

@@ -17,7 +17,8 @@ from schemas.settings import Settings, load_settings
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.store import apply_schema, open_clickhouse
-    from deploy.broker import LOCAL_HOSTS, LocalBroker
+    from deploy.broker import LocalBroker
+    from deploy.broker_config import LOCAL_HOSTS
     from runtime.topics import ensure_topics
 
     broker = LocalBroker(settings)
@@ -187,7 +188,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
         result = run_rollout_bench(settings, out=sys.stderr, quick=args.quick)
     elif args.baseline or args.workers > 1 or args.rounds > 1:  # side by side: the plain loop, 1..N workers
-        from deploy.bench_throughput import compare_throughput, format_summary
+        from deploy.bench_throughput import compare_throughput
+        from deploy.throughput_report import format_summary
 
         result = compare_throughput(settings, args.events, baseline=args.baseline, workers=args.workers,
                                     rounds=args.rounds)

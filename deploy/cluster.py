@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deploy.broker import LOCAL_HOSTS, LocalBroker, Node
+from deploy.broker import LocalBroker
+from deploy.broker_config import LOCAL_HOSTS, Node
 from deploy.kafka_host import port_free
 from schemas.errors import ConfigError, InfraError
 from schemas.settings import Settings

@@ -1,7 +1,7 @@
 """Malformed events-topic messages, seeded, for the fuzz test and the chaos benchmark.
 
 Every message :func:`malformed_messages` yields must be dead-lettered by the streams worker
-(``schemas.codec.decode_event`` raises ``SchemaError`` on it with the default limits); the
+(``schemas.events.decode_event`` raises ``SchemaError`` on it with the default limits); the
 unit suite checks that for every kind. Kinds cover what a careless or hostile producer
 sends: random bytes, empty values, cut or corrupted Avro, an unknown schema fingerprint,
 JSON of the wrong types or shape, NaN / inf / 1e308 where a number must be finite, deep

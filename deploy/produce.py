@@ -10,8 +10,9 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer
 
 from runtime.progress import progress as progress_bar
-from schemas.codec import EVENT, normalize_event
+from schemas.codec import EVENT
 from schemas.errors import DriftError, SchemaError
+from schemas.events import normalize_event
 from schemas.settings import Settings
 
 

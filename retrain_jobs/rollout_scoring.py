@@ -19,8 +19,8 @@ import numpy as np
 from retrain_jobs.registry import Registry
 from retrain_jobs.rollout_store import RolloutState
 from runtime.kafka import usable
-from schemas.codec import EventLimits, decode_event
 from schemas.errors import SchemaError
+from schemas.events import EventLimits, decode_event
 
 log = logging.getLogger(__name__)
 

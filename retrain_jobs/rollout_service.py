@@ -58,8 +58,9 @@ from runtime import metrics
 from runtime.kafka import iter_topic, usable, value_decoder, watermarks
 from runtime.kafka_logs import kafka_log_config
 from runtime.service import serve
-from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT, EventLimits
+from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT
 from schemas.errors import InfraError, SchemaError
+from schemas.events import EventLimits
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Reproducibility is the point: a RetrainRequest names offsets, not "the latest data", so a job
 re-run reads exactly the same events. The reader assigns partitions and seeks (no group
 membership, no commits), stops each partition at its exclusive end offset, skips messages that
-do not decode (``schemas.codec.decode_event``, the streams worker's decoder and limits: counted
+do not decode (``schemas.events.decode_event``, the streams worker's decoder and limits: counted
 and logged; the streams worker already sent them to the DLQ) and applies
 ``labelled_only`` and, when the snapshot names one, ``before_event_time`` (events from that
 epoch-millisecond time on are left out: what a first version's reference data uses to stop at a
@@ -14,16 +14,16 @@ slice filter and checks the other slices for regressions.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer
 
-from runtime.kafka import watermarks
-from schemas.codec import EventLimits, decode_event
+from runtime.kafka import RangeReadTimeout, read_ranges, watermarks
 from schemas.errors import ConfigError, InfraError, SchemaError
+from schemas.events import EventLimits, decode_event
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,57 +56,39 @@ def read_snapshot(settings: Settings, snapshot: Mapping[str, Any], timeout: floa
     if not wanted:
         return []
     limits = EventLimits.from_settings(settings)  # what the streams worker dead-letters is skipped here too
-    consumer = _consumer(settings)
     by_partition: dict[int, list[dict]] = {}  # fetches interleave partitions in no fixed order
     skipped = 0
+
+    def clip(p: int, low: int, high: int) -> tuple[int, int]:
+        start, end = wanted[p]
+        if end > high:  # a range past the end would never finish
+            log.warning("%s[%d]: range end %d beyond the log end %d; reading to %d", topic, p, end, high, high)
+            end = high
+        if start < low:
+            log.warning("%s[%d]: offsets %d..%d were deleted by retention", topic, p, start, low)
+        return max(start, low), end
+
+    def fail(msg: Any) -> None:
+        raise InfraError(f"snapshot of {topic}[{msg.partition()}]: {msg.error()}")
+
+    records = read_ranges(settings, topic, wanted, bounds=clip, timeout=timeout, on_error=fail,
+                          group=f"snapshot-{uuid.uuid4().hex[:8]}", what=f"snapshot of {topic}")  # fmt: skip
     try:
-        marks = watermarks(consumer, topic, wanted)
-        for p, (start, end) in list(wanted.items()):  # a range past the end would never finish
-            low, high = marks[p]
-            if end > high:
-                log.warning("%s[%d]: range end %d beyond the log end %d; reading to %d", topic, p, end, high, high)
-                wanted[p] = (start, high)
-            if start < low:
-                log.warning("%s[%d]: offsets %d..%d were deleted by retention", topic, p, start, low)
-        wanted = {p: se for p, se in wanted.items() if se[1] > se[0]}
-        consumer.assign([TopicPartition(topic, p, start if start >= 0 else OFFSET_BEGINNING)
-                         for p, (start, _) in wanted.items()])
-        pending = set(wanted)
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise InfraError(
-                    f"snapshot of {topic}: partitions {sorted(pending)} not read to their end offsets within "
-                    f"{timeout:.0f}s ({sum(map(len, by_partition.values()))} events so far)"
-                )
-            for msg in consumer.consume(num_messages=1000, timeout=0.5):
-                p = msg.partition()
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        if p in pending and msg.offset() >= wanted[p][1]:
-                            pending.discard(p)
-                        continue
-                    raise InfraError(f"snapshot of {topic}[{p}]: {msg.error()}")
-                if p not in pending:
-                    continue
-                start, end = wanted[p]
-                off = msg.offset()
-                if off >= end:
-                    pending.discard(p)
-                    continue
-                if off >= start:
-                    try:
-                        event = decode_event(msg.value(), limits)
-                    except SchemaError as exc:
-                        skipped += 1
-                        log.debug("snapshot %s[%d]@%d skipped: %s", topic, p, off, exc)
-                    else:
-                        if keep(event):
-                            by_partition.setdefault(p, []).append(event)
-                if off >= end - 1:
-                    pending.discard(p)
-    finally:
-        consumer.close()
+        with closing(records):
+            for msg in records:
+                try:
+                    event = decode_event(msg.value(), limits)
+                except SchemaError as exc:
+                    skipped += 1
+                    log.debug("snapshot %s[%d]@%d skipped: %s", topic, msg.partition(), msg.offset(), exc)
+                else:
+                    if keep(event):
+                        by_partition.setdefault(msg.partition(), []).append(event)
+    except RangeReadTimeout as exc:
+        raise InfraError(
+            f"snapshot of {topic}: partitions {sorted(exc.pending)} not read to their end offsets within "
+            f"{timeout:.0f}s ({sum(map(len, by_partition.values()))} events so far)"
+        ) from None
     if skipped:
         log.warning("snapshot of %s: skipped %d undecodable message(s)", topic, skipped)
     return [e for p in sorted(by_partition) for e in by_partition[p]]  # partition then offset order: reproducible

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -91,7 +91,8 @@ def retry_transient(call: Callable[[], T], what: str, *, timeout: float = 60.0, 
         return result
 
 
-def _probe(settings: Settings, group: str | None = None) -> Consumer:
+def probe_consumer(settings: Settings, group: str | None = None) -> Consumer:
+    """A client for metadata, watermarks and committed offsets (``group`` only names it: never joined)."""
     return Consumer(
         settings.confluent_config(**{
             "group.id": group or f"probe-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False, **kafka_log_config(log),
@@ -101,7 +102,7 @@ def _probe(settings: Settings, group: str | None = None) -> Consumer:
 
 def end_offsets(settings: Settings, topic: str, timeout: float = 30.0) -> dict[int, int]:
     """High watermarks per partition; waits out leader elections of freshly created topics."""
-    c = _probe(settings)
+    c = probe_consumer(settings)
     try:
         return retry_transient(lambda: high_watermarks(c, topic), f"end offsets of {topic}", timeout=timeout)
     finally:
@@ -125,7 +126,7 @@ def watermarks(consumer: Consumer, topic: str, partitions: Iterable[int], *, tim
 
 
 def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
-    c = _probe(settings, group)
+    c = probe_consumer(settings, group)
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         got = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
@@ -149,55 +150,6 @@ def wait_caught_up(settings: Settings, group: str, topic: str, timeout: float = 
             return True
         time.sleep(0.5)
     return False
-
-
-class Sample(NamedTuple):
-    seconds: float  # since the watch started (or since ``start``)
-    committed: int  # events of the topic covered by the group's committed offsets
-
-
-def watch_commits(
-    settings: Settings,
-    group: str,
-    topic: str,
-    total: int,
-    alive: Callable[[], bool],
-    *,
-    start: float | None = None,
-    poll: float = 0.5,
-    stall: float = 180.0,
-    timeout: float | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> list[Sample]:
-    """(time, committed) samples until ``group`` committed ``total`` events of ``topic``, the
-    worker died (``alive()`` false), ``timeout`` passed, or nothing moved for ``stall`` s.
-
-    One long-lived client asks for the group's committed offsets (OffsetFetch, no group
-    membership): a new client per look would cost the watched worker CPU.
-    """
-    start = time.monotonic() if start is None else start
-    probe = _probe(settings, group)
-    samples: list[Sample] = []
-    best, progress_at = 0, time.monotonic()
-    try:
-        parts = [TopicPartition(topic, p) for p in probe.list_topics(topic, timeout=10).topics[topic].partitions]
-        while alive():
-            try:
-                n = sum(max(tp.offset, 0) for tp in probe.committed(parts, timeout=10))
-            except KafkaException:  # the group coordinator is not ready yet
-                n = best
-            now = time.monotonic()
-            samples.append(Sample(now - start, n))
-            if n > best:
-                best, progress_at = n, now
-                if on_progress:
-                    on_progress(n)
-            if n >= total or now - progress_at > stall or (timeout is not None and now - start > timeout):
-                break
-            time.sleep(poll)
-    finally:
-        probe.close()
-    return samples
 
 
 def iter_topic(
@@ -226,7 +178,7 @@ def iter_topic(
     Consumer errors (not end-of-partition) and records ``decode`` rejects with a
     SchemaError go to ``on_error`` and are skipped.
     """
-    c = _probe(settings)
+    c = probe_consumer(settings)
     try:
         meta = c.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -284,34 +236,88 @@ def iter_topic(
         c.close()
 
 
-def group_is_catching_up(
-    settings: Settings, group: str, topic: str, stall_seconds: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> Callable[[], bool]:
-    """A ``busy`` check for :func:`iter_topic`: ``group`` has not yet committed ``topic`` up to
-    its end as of the first check, and its commits moved within ``stall_seconds`` (default:
-    twice the worker's checkpoint interval, plus 5 s). The target is fixed at the first check,
-    so a live producer cannot keep a reader waiting forever; a group that stopped, or never
-    ran, is not busy."""
-    stall = 2 * settings.snapshot_every_seconds + 5 if stall_seconds is None else stall_seconds
-    state: dict[str, Any] = {"target": None, "committed": None, "moved_at": 0.0}
+class RangeReadTimeout(KafkaException):
+    """:func:`read_ranges` did not reach every partition's end offset in time; ``pending``:
+    {partition: end offset} of those it did not."""
 
-    def busy() -> bool:
-        try:
-            if state["target"] is None:
-                state["target"] = end_offsets(settings, topic, timeout=10)
-            done = committed_offsets(settings, group, topic)
-        except KafkaException:
-            return False
-        target: dict[int, int] = state["target"]
-        now = clock()
-        committed = {p: max(done.get(p, 0), 0) for p in target}
-        if committed != state["committed"]:
-            state["committed"], state["moved_at"] = committed, now
-        behind = any(committed[p] < end for p, end in target.items())
-        return behind and now - state["moved_at"] < stall
+    def __init__(self, message: str, pending: dict[int, int]):
+        super().__init__(message)
+        self.pending = pending
 
-    return busy
+
+def read_ranges(
+    settings: Settings,
+    topic: str,
+    partitions: Iterable[int] | None = None,
+    *,
+    bounds: Callable[[int, int, int], tuple[int, int]] | None = None,
+    timeout: float = 60.0,
+    group: str | None = None,
+    what: str = "range read",
+    logger: logging.Logger = log,
+    on_error: Callable[[Any], None] | None = None,
+    consumer: Any = None,
+) -> Iterator[Any]:
+    """The messages of ``partitions`` of ``topic`` (all of them unless named), each partition
+    from its start offset up to its end offset (exclusive), then it stops.
+
+    ``bounds(partition, low, high)`` turns a partition's watermarks (as of the call, via
+    :func:`watermarks`) into its (start, end); by default (low, high), everything retained.
+    Partitions with nothing in range are left out; nothing past an end is yielded, so records
+    produced meanwhile do not keep the reader going. By assignment: no group membership and
+    nothing committed (``group`` only names the client, which librdkafka requires). Poll errors
+    go through :func:`usable` (fatal raises, others are logged and skipped), or, if given, to
+    ``on_error(msg)`` (which may raise; the reader skips the message if it returns). Raises
+    :class:`RangeReadTimeout` if the ends are not all reached within ``timeout`` s.
+    ``consumer``: a client to use instead of a new one (closed at the end either way).
+    """
+    c = consumer or Consumer(
+        settings.confluent_config(**{
+            "group.id": group or f"range-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+            "enable.partition.eof": True, "auto.offset.reset": "earliest", **kafka_log_config(log),
+        })
+    )  # fmt: skip
+    try:
+        if partitions is None:
+            meta = c.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise InfraError(f"topic {topic}: {meta.error if meta else 'not found'}; run driftctl up")
+            partitions = meta.partitions
+        marks = watermarks(c, topic, sorted(partitions))
+        ranges = {p: bounds(p, low, high) if bounds else (low, high) for p, (low, high) in marks.items()}
+        ranges = {p: (start, end) for p, (start, end) in ranges.items() if end > start}
+        if not ranges:
+            return
+        c.assign([TopicPartition(topic, p, start) for p, (start, _) in ranges.items()])
+        pending = {p: end for p, (_, end) in ranges.items()}
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise RangeReadTimeout(
+                    f"{what}: {topic} partitions {sorted(pending)} not read to their end offsets within {timeout:.0f}s",
+                    dict(pending),
+                )
+            for msg in c.consume(1000, 0.5):
+                err = msg.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                    if msg.offset() >= pending.get(msg.partition(), msg.offset() + 1):
+                        pending.pop(msg.partition(), None)  # the end was a gap (a compacted or control record)
+                    continue
+                if err is not None and on_error is not None:
+                    on_error(msg)
+                    continue
+                if not usable(msg, logger, what):
+                    continue
+                p, offset = msg.partition(), msg.offset()
+                end = pending.get(p)
+                if end is None or offset >= end:
+                    pending.pop(p, None)
+                    continue
+                yield msg
+                if offset >= end - 1:
+                    del pending[p]
+    finally:
+        c.close()
 
 
 def value_decoder(decode: Callable[[bytes], Any]) -> Callable[[Any], Any]:
@@ -332,15 +338,3 @@ def read_topic(settings: Settings, topic: str, **kwargs: Any) -> list[Any]:
     kwargs.setdefault("until_end", True)
     with closing(iter_topic(settings, topic, **kwargs)) as records:
         return list(records)
-
-
-def group_assignment(admin: Any, group: str, timeout: float = 10.0) -> dict[str, list[tuple[str, int]]] | None:
-    """{member's client id: [(topic, partition), ...]} of a *stable* consumer group, else None
-    (rebalancing, empty, or unknown). ``admin`` is an ``AdminClient``; one try, no retries."""
-    description = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result()
-    if description.state.name != "STABLE":
-        return None
-    return {
-        m.client_id: sorted((tp.topic, tp.partition) for tp in (m.assignment.topic_partitions if m.assignment else []))
-        for m in description.members
-    }

@@ -44,8 +44,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from runtime import metrics
 from runtime.kafka import usable
 from runtime.kafka_logs import kafka_log_config
-from schemas.codec import EventLimits
 from schemas.errors import ConfigError, DriftError
+from schemas.events import EventLimits
 from schemas.settings import Settings
 from streams.changelog import SnapshotTable, read_changelog, state_key, state_topic
 from streams.config import build_monitor, model_config

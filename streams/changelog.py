@@ -3,16 +3,10 @@ the owned partitions' latest snapshots, and reading it back on assignment."""
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Iterable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-
-from runtime.kafka import usable, watermarks
+from runtime.kafka import read_ranges
 from schemas.settings import Settings
-
-log = logging.getLogger(__name__)
 
 STATE_TABLE = "detector-state"
 
@@ -54,31 +48,8 @@ class SnapshotTable:
 def read_changelog(
     settings: Settings, topic: str, partitions: set[int], timeout: float = 120.0
 ) -> Iterable[tuple[int, bytes, bytes | None]]:
-    """(partition, key, value) of ``partitions`` from the beginning to the current end."""
-    c = Consumer(
-        settings.confluent_config(
-            **{
-                "group.id": f"{settings.app_id}-restore",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-            }
-        )
-    )
-    try:
-        ends = {p: high for p, (low, high) in watermarks(c, topic, partitions).items() if high > low}
-        if not ends:
-            return
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        deadline = time.monotonic() + timeout
-        while ends:
-            if time.monotonic() > deadline:
-                raise KafkaException(f"restoring {topic} {sorted(ends)} took over {timeout:.0f}s")
-            for m in c.consume(1000, 0.5):
-                if not usable(m, log, "changelog read"):
-                    continue
-                p = m.partition()
-                yield p, m.key(), m.value()
-                if p in ends and m.offset() >= ends[p] - 1:
-                    del ends[p]
-    finally:
-        c.close()
+    """(partition, key, value) of ``partitions`` from the beginning to the current end
+    (:class:`runtime.kafka.RangeReadTimeout`, a KafkaException, if that takes over ``timeout`` s)."""
+    for m in read_ranges(settings, topic, partitions, timeout=timeout, group=f"{settings.app_id}-restore",
+                         what=f"changelog read of {topic}"):  # fmt: skip
+        yield m.partition(), m.key(), m.value()

@@ -15,17 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from schemas.codec import (
-    ALERT,
-    DEAD_LETTER,
-    DEFAULT_LIMITS,
-    EVENT,
-    STAT,
-    EventLimits,
-    check_limits,
-    decode_event,
-)
+from schemas.codec import ALERT, DEAD_LETTER, EVENT, STAT
 from schemas.errors import SchemaError
+from schemas.events import DEFAULT_LIMITS, EventLimits, check_limits, decode_event
 from streams.monitor import Monitor
 from streams.sources import Source
 from streams.state import SliceState

@@ -44,8 +44,9 @@ from typing import Any, Literal
 from fastavro import parse_schema, schemaless_reader
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.codec import EVENT, HEADER_LEN, MAGIC, RecordCodec, _event_time_ms, loads_json
+from schemas.codec import EVENT, HEADER_LEN, MAGIC, RecordCodec
 from schemas.errors import ConfigError, SchemaError
+from schemas.events import _event_time_ms, loads_json
 
 _MISSING = object()
 TIME_UNITS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "ns": 1e-6}

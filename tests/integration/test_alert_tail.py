@@ -52,7 +52,8 @@ def test_the_idle_clock_waits_while_the_streams_worker_catches_up(kafka_settings
     and ends once it stalls; events produced after the first check do not hold it."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from runtime.kafka import group_is_catching_up, iter_topic
+    from runtime.kafka import iter_topic
+    from runtime.kafka_groups import group_is_catching_up
 
     settings = kafka_settings.model_copy(update={"topic_prefix": f"{kafka_settings.topic_prefix}-lag{uuid.uuid4().hex[:6]}"})
     ensure_topics(settings)

@@ -28,7 +28,8 @@ from confluent_kafka.admin import AdminClient
 
 from deploy.scenarios import Drift, Scenario
 from deploy.services import ServiceGroup, start_services
-from runtime.kafka import end_offsets, group_assignment, read_topic, value_decoder
+from runtime.kafka import end_offsets, read_topic, value_decoder
+from runtime.kafka_groups import group_assignment
 from runtime.topics import ensure_topics
 from schemas.codec import ALERT, EVENT
 from schemas.settings import Settings

@@ -11,7 +11,8 @@ from confluent_kafka import Producer
 
 from retrain_jobs.registry import Registry
 from retrain_jobs.snapshot import latest_ranges, read_snapshot
-from schemas.codec import EVENT, normalize_event
+from schemas.codec import EVENT
+from schemas.events import normalize_event
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.bench_throughput import Sample, rate_from_samples
+from deploy.throughput_report import rate_from_samples
+from runtime.kafka_groups import Sample
 from schemas.codec import EVENT
 from streams.detectors import make_detector
 from streams.monitor import Monitor, MonitorConfig

@@ -6,17 +6,16 @@ import math
 
 import pytest
 
-from deploy.bench_detect import (
-    build_suite,
+from deploy.bench_detect import build_suite, slice_times
+from deploy.detect_scoring import (
     check_targets,
     evidently_alerts,
     format_report,
-    rate_from_commits,
     score_alerts,
-    slice_times,
     stable_pair_events,
 )
 from deploy.scenarios import ALERT_FOR_KIND, KINDS, Drift, Scenario
+from deploy.throughput_report import rate_from_commits
 
 N = 1000
 SLICES = ("s0", "s1", "s2", "s3")

@@ -6,13 +6,8 @@ from __future__ import annotations
 import pytest
 
 from deploy.bench_baseline import drain
-from deploy.bench_throughput import (
-    Sample,
-    complete_group_samples,
-    format_summary,
-    throughput_summary,
-    worker_events,
-)
+from deploy.throughput_report import complete_group_samples, format_summary, throughput_summary, worker_events
+from runtime.kafka_groups import Sample
 from schemas.codec import EVENT
 from tests.fakes import FakeMessage
 

@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deploy.fuzz import KINDS, good_event, malformed_messages
-from schemas.codec import DEAD_LETTER, EVENT, EventLimits, decode_event
+from schemas.codec import DEAD_LETTER, EVENT
 from schemas.errors import SchemaError
+from schemas.events import EventLimits, decode_event
 from schemas.settings import load_settings
 from streams.config import prototypes
 from streams.monitor import Monitor, MonitorConfig

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import EVENT, decode_event, parse_json_event
+from schemas.codec import EVENT
 from schemas.errors import SchemaError
+from schemas.events import decode_event, parse_json_event
 
 SAMPLE = {
     "event_id": "e-1",

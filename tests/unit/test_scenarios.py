@@ -16,7 +16,8 @@ from deploy.scenarios import (
     Drift,
     Scenario,
 )
-from schemas.codec import EVENT, normalize_event
+from schemas.codec import EVENT
+from schemas.events import normalize_event
 
 N, ONSET = 4000, 2000
 SLICES = ("a", "b", "c")
