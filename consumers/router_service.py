@@ -30,7 +30,14 @@ from consumers import router_restore
 from consumers.router import Router, RouterConfig
 from consumers.router_requests import request_key
 from runtime import metrics
-from runtime.kafka import RangeReadTimeout, is_transient, read_ranges, usable
+from runtime.kafka import (
+    RangeReadTimeout,
+    high_watermarks,
+    is_transient,
+    publish_and_wait,
+    read_ranges,
+    usable,
+)
 from runtime.kafka_logs import kafka_log_config
 from runtime.service import run_until_stopped, serve
 from schemas.codec import ALERT, RETRAIN_REQUEST, RETRAIN_RESULT, STAT, RecordCodec
@@ -199,7 +206,7 @@ class RouterService:
         if not self._event_partitions or time.monotonic() - self._partitions_at >= PARTITIONS_EVERY_SECONDS:
             self._event_partitions = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
             self._partitions_at = time.monotonic()
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in self._event_partitions}
+        return high_watermarks(c, topic, self._event_partitions)
 
     # --- messages ------------------------------------------------------------------------
 
@@ -234,20 +241,11 @@ class RouterService:
         """Produce the outbox and wait for the acks; False (outbox kept) if any failed."""
         if not self.outbox:
             return True
-        errors: list[str] = []
-
-        def on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        for req in self.outbox:
-            self.producer.produce(
-                self.topics.retrain_requests, key=request_key(req), value=RETRAIN_REQUEST.encode(req),
-                on_delivery=on_delivery,
-            )  # fmt: skip
-        left = self.producer.flush(PUBLISH_TIMEOUT)
-        if errors or left:
-            log.error("requests not acknowledged (%s); keeping %d for retry", errors or f"{left} queued", len(self.outbox))
+        problem = publish_and_wait(self.producer, [
+            (self.topics.retrain_requests, request_key(req), RETRAIN_REQUEST.encode(req)) for req in self.outbox
+        ], PUBLISH_TIMEOUT)  # fmt: skip
+        if problem:
+            log.error("requests not acknowledged (%s); keeping %d for retry", problem, len(self.outbox))
             return False
         for req in self.outbox:
             log.info("request %s: %s %s of %s for %s (priority %d, alerts %d)", req["request_id"], req["tier"],

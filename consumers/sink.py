@@ -28,7 +28,7 @@ from consumers.rows import DEAD_LETTERS, TABLES, Row, TableSpec, dead_letter_rec
 from consumers.sink_batch import Batch, Entry, RecentIds
 from consumers.store import apply_schema, open_clickhouse
 from runtime import metrics
-from runtime.kafka import usable
+from runtime.kafka import pause_assignment, usable
 from runtime.kafka_logs import kafka_log_config
 from runtime.logs import kafka_fields
 from runtime.service import run_until_stopped, serve
@@ -257,12 +257,7 @@ class ClickHouseSink:
             self._start_backoff()
 
     def _pause(self, pause: bool) -> None:
-        try:
-            assignment = self.consumer.assignment()
-            if assignment:
-                (self.consumer.pause if pause else self.consumer.resume)(assignment)
-        except KafkaException as exc:
-            log.warning("could not %s partitions: %s", "pause" if pause else "resume", exc)
+        pause_assignment(self.consumer, pause, log)
 
     def run(self, stop_event: threading.Event) -> SinkStats:
         """Consume until stop_event is set; then drain and close."""

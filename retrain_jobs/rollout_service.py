@@ -55,7 +55,7 @@ from retrain_jobs.rollout_store import (
     stage_update,
 )
 from runtime import metrics
-from runtime.kafka import iter_topic, usable, value_decoder, watermarks
+from runtime.kafka import iter_topic, publish_and_wait, usable, value_decoder, watermarks
 from runtime.kafka_logs import kafka_log_config
 from runtime.service import serve
 from schemas.codec import MODEL_UPDATE, RETRAIN_RESULT
@@ -144,18 +144,13 @@ class RolloutService:
 
     def publish(self, records: list[tuple[str, dict]]) -> None:
         """Produce and wait for the acks; InfraError when any was not delivered."""
-        errors: list[str] = []
-
-        def on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        for kind, rec in records:
+        def encoded(kind: str, rec: dict) -> tuple[str, bytes, bytes]:
             topic, codec = (self.topics.models, MODEL_UPDATE) if kind == MODELS else (self.topics.retrain_results, RETRAIN_RESULT)
-            self.producer.produce(topic, key=rec["model"].encode(), value=codec.encode(rec), on_delivery=on_delivery)
-        left = self.producer.flush(PUBLISH_TIMEOUT)
-        if errors or left:
-            raise InfraError(f"rollout records not delivered: {errors or f'{left} still queued'}")
+            return topic, rec["model"].encode(), codec.encode(rec)
+
+        problem = publish_and_wait(self.producer, [encoded(kind, rec) for kind, rec in records], PUBLISH_TIMEOUT)
+        if problem:
+            raise InfraError(f"rollout records not delivered: {problem}")
         for kind, rec in records:
             if kind == MODELS:
                 self.last_update[rec["model"]] = rec

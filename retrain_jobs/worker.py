@@ -40,7 +40,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from retrain_jobs.result import retrain_result
 from runtime import metrics
-from runtime.kafka import usable
+from runtime.kafka import pause_assignment, publish_and_wait, usable
 from runtime.kafka_logs import kafka_log_config
 from runtime.service import serve
 from schemas.codec import RETRAIN_REQUEST, RETRAIN_RESULT
@@ -196,12 +196,7 @@ class RetrainWorker:
         return self._consumer
 
     def _pause(self, pause: bool) -> None:
-        try:
-            parts = self.consumer.assignment()
-            if parts:
-                (self.consumer.pause if pause else self.consumer.resume)(parts)
-        except KafkaException as exc:
-            log.warning("could not %s partitions: %s", "pause" if pause else "resume", exc)
+        pause_assignment(self.consumer, pause, log)
 
     # --- one request -------------------------------------------------------------------
 
@@ -228,21 +223,11 @@ class RetrainWorker:
 
     def publish(self, result: dict[str, Any]) -> None:
         """Produce the result and wait for the ack; raises InfraError when it was not delivered."""
-        errors: list[str] = []
-
-        def on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        self.producer.produce(
-            self.settings.topics.retrain_results,
-            key=(result["model"] or "").encode(),
-            value=RETRAIN_RESULT.encode(result),
-            on_delivery=on_delivery,
-        )
-        left = self.producer.flush(PUBLISH_TIMEOUT)
-        if errors or left:
-            raise InfraError(f"RetrainResult {result['request_id']} not delivered: {errors or f'{left} still queued'}")
+        problem = publish_and_wait(self.producer, [(
+            self.settings.topics.retrain_results, (result["model"] or "").encode(), RETRAIN_RESULT.encode(result),
+        )], PUBLISH_TIMEOUT)  # fmt: skip
+        if problem:
+            raise InfraError(f"RetrainResult {result['request_id']} not delivered: {problem}")
 
     def commit(self, job: Job) -> None:
         """Commit past the request; a failure (e.g. the partition moved meanwhile) only means the

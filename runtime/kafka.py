@@ -57,6 +57,33 @@ def usable(msg: Any, logger: logging.Logger, what: str = "consumer") -> bool:
     return False
 
 
+def pause_assignment(consumer: Any, pause: bool, logger: logging.Logger) -> None:
+    """Pause (or resume) every assigned partition; a failure is logged, the loop goes on."""
+    try:
+        assignment = consumer.assignment()
+        if assignment:
+            (consumer.pause if pause else consumer.resume)(assignment)
+    except KafkaException as exc:
+        logger.warning("could not %s partitions: %s", "pause" if pause else "resume", exc)
+
+
+def publish_and_wait(producer: Any, records: Iterable[tuple[str, bytes, bytes]], timeout: float) -> str | None:
+    """Produce (topic, key, value) records and wait for every ack: None when all were delivered,
+    else what went wrong (the delivery errors, or how many are still queued)."""
+    errors: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for topic, key, value in records:
+        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+    left = producer.flush(timeout)
+    if errors:
+        return "; ".join(errors)
+    return f"{left} still queued" if left else None
+
+
 def is_transient(exc: BaseException) -> bool:
     """A KafkaException that asking again can fix (retriable, or a leader/metadata race)."""
     if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
