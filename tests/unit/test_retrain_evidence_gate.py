@@ -11,26 +11,20 @@ import torch
 
 from retrain_jobs.evidence import choose_modules, module_scores
 from retrain_jobs.gate import GateConfig, expected_calibration_error, gate, group_error_gap
-from retrain_jobs.model import TabularModularModel
 from retrain_jobs.registry import module_hashes
-from retrain_jobs.scenario import RetrainScenario
-from retrain_jobs.selective import TrainConfig, split_events, update
+from retrain_jobs.selective import TrainConfig, update
 from schemas.retraining import Cause
 from schemas.settings import load_settings
+from tests.unit.retrain_world import SETTINGS, bootstrapped_world
 
 torch.set_num_threads(1)
-SETTINGS = load_settings(retrain_bootstrap_epochs=8, retrain_epochs=25)
-SC = RetrainScenario(n_slices=4, pre_events=500, post_events=500, drifted="s1", seed=11)
 
 
 @pytest.fixture(scope="module")
 def world():
-    pre, post = SC.events()
-    tr, va, _ = split_events(pre, 0.2, 0.2, 7)
-    net = TabularModularModel.fit_new(tr + va, seed=7)
-    update(net, list(net.module_map()), tr, va, TrainConfig.bootstrap(SETTINGS))
+    net, post = bootstrapped_world()
     net.eval()
-    return net, split_events(post, 0.3, 0.2, 7)
+    return net, post
 
 
 def test_scores_are_shares_of_one_backward_pass_and_change_nothing(world):

@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from retrain_jobs.gate import GateConfig, gate
-from retrain_jobs.model import TabularModularModel
 from retrain_jobs.registry import module_hashes
-from retrain_jobs.scenario import RetrainScenario
 from retrain_jobs.selective import (
     IntegrityError,
     TrainConfig,
@@ -23,20 +21,15 @@ from retrain_jobs.selective import (
     split_events,
     update,
 )
-from schemas.settings import load_settings
+from tests.unit.retrain_world import SETTINGS, bootstrapped_world
 
 torch.set_num_threads(1)  # 2 shared cores; threads only add contention here
-SETTINGS = load_settings(retrain_bootstrap_epochs=8, retrain_epochs=25)
-SC = RetrainScenario(n_slices=4, pre_events=500, post_events=500, drifted="s1", seed=11)
 
 
 @pytest.fixture(scope="module")
 def world():
-    pre, post = SC.events()
-    tr, va, _ = split_events(pre, 0.2, 0.2, 7)
-    net = TabularModularModel.fit_new(tr + va, seed=7)
-    update(net, list(net.module_map()), tr, va, TrainConfig.bootstrap(SETTINGS))
-    return net, split_events(post, 0.3, 0.2, 7)
+    net, post = bootstrapped_world()
+    return net, post
 
 
 def test_split_is_seeded_order_free_and_disjoint():
