@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from schemas.codec import EVENT, MAGIC
+from schemas.codec import EVENT, HEADER_LEN, MAGIC
 from schemas.errors import SchemaError
 
 _EVENT_FIELDS = {f["name"] for f in EVENT.schema_json["fields"]}
@@ -197,8 +197,31 @@ def _within(values: Any, top: float) -> bool:
     return -top <= lo and hi <= top
 
 
-def check_limits(event: dict[str, Any], limits: EventLimits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """Raise SchemaError if ``event`` (canonical shape) exceeds ``limits``; return it otherwise."""
+def check_limits(event: dict[str, Any], limits: EventLimits = DEFAULT_LIMITS, size: int | None = None) -> dict[str, Any]:
+    """Raise SchemaError if ``event`` (canonical shape) exceeds ``limits``; return it otherwise.
+
+    ``size``: the length of the Avro body the event was decoded from, when it was. A string
+    takes at least a byte a character there and a map entry at least 2 bytes (key length,
+    union branch), so a body of at most ``max_id_length`` bytes (and ``2 * max_features``)
+    cannot break a length or count limit: only its numbers are checked (most events, cheaply).
+    """
+    n = limits.max_id_length
+    if size is None or size > n or size > 2 * limits.max_features:
+        _check_sizes(event, limits)
+    top = limits.max_abs_value
+    features = event["features"]
+    if features and not _within(features.values(), top):
+        for key, v in features.items():  # the slow path only names the culprit
+            if v is not None and not -top <= v <= top and not math.isnan(v):  # NaN means missing, as null
+                raise SchemaError(f"features.{key}: {v!r} is not a finite number within +-{top:g}")
+    for name in ("prediction", "label"):
+        v = event[name] if name in event else None
+        if v is not None and not -top <= v <= top:
+            raise SchemaError(f"{name}: {v!r} is not a finite number within +-{top:g}")
+    return event
+
+
+def _check_sizes(event: dict[str, Any], limits: EventLimits) -> None:
     n = limits.max_id_length
     for name in ("event_id", "model", "slice", "model_version"):
         value = event.get(name)
@@ -210,21 +233,12 @@ def check_limits(event: dict[str, Any], limits: EventLimits = DEFAULT_LIMITS) ->
             f"event: {len(features) + len(categorical):,} features, over the limit of {limits.max_features} "
             f"(DRIFT_EVENT_MAX_FEATURES)"
         )
-    top = limits.max_abs_value
-    if features and (max(map(len, features)) > n or not _within(features.values(), top)):
-        for key, v in features.items():  # the slow path only names the culprit
-            if len(key) > n:
-                raise SchemaError(f"event: a feature name is {len(key):,} characters, over the limit of {n} ({_ID_SETTING})")
-            if v is not None and not -top <= v <= top and not math.isnan(v):  # NaN means missing, as null
-                raise SchemaError(f"features.{key}: {v!r} is not a finite number within +-{top:g}")
+    if features and max(map(len, features)) > n:
+        key = next(k for k in features if len(k) > n)
+        raise SchemaError(f"event: a feature name is {len(key):,} characters, over the limit of {n} ({_ID_SETTING})")
     for key, v in categorical.items():
         if len(key) > n or (v is not None and len(v) > n):
             raise SchemaError(f"categorical.{key[:64]}: name or value over the limit of {n} characters ({_ID_SETTING})")
-    for name in ("prediction", "label"):
-        v = event.get(name)
-        if v is not None and not -top <= v <= top:
-            raise SchemaError(f"{name}: {v!r} is not a finite number within +-{top:g}")
-    return event
 
 
 def decode_event(data: bytes | None, limits: EventLimits = DEFAULT_LIMITS) -> dict[str, Any]:
@@ -237,7 +251,8 @@ def decode_event(data: bytes | None, limits: EventLimits = DEFAULT_LIMITS) -> di
     for the same reason.
     """
     try:
-        return check_limits(_decode_event(data), limits)
+        event = _decode_event(data)
+        return check_limits(event, limits, len(data) - HEADER_LEN if data[:2] == MAGIC else None)
     except SchemaError:
         raise
     except (RecursionError, MemoryError) as exc:
