@@ -11,6 +11,9 @@ it gets a value from every event.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from itertools import chain, islice, repeat
+from operator import itemgetter, lt
 from typing import Any
 
 from streams.batch import ChannelInput
@@ -43,6 +46,51 @@ class Column:
             return (self.values if values is None else values), self.events, self.positions
         vals = [self.values[j] for j in keep] if values is None else values
         return vals, [self.events[j] for j in keep], [self.positions[j] for j in keep]
+
+
+def new_events(last_offset: dict[tuple[str, int], int], items: Sequence[tuple[dict, str, int, int]], idx: list[int]
+               ) -> tuple[list[dict[str, Any]], list[int], list[RawPosition]]:
+    """The slice's events at ``idx`` not applied yet (a replay after a restore repeats some:
+    state must not count them twice), their batch indices and positions; ``last_offset``
+    moves past them.
+
+    Positions are plain tuples, not Positions: the channels keep 1024 of them each, and
+    plain tuples pickle in C, which keeps snapshots cheap. Usually a slice's events of a
+    batch come from one partition in offset order, all new: then in a few C-level passes.
+    """
+    rows = [items[e] for e in idx]
+    _, topics, partitions, offsets = zip(*rows)
+    where = (topics[0], partitions[0])
+    if (offsets[0] > last_offset.get(where, -1) and topics.count(where[0]) == len(rows)
+            and partitions.count(where[1]) == len(rows) and all(map(lt, offsets, islice(offsets, 1, None)))):
+        last_offset[where] = offsets[-1]
+        events = [row[0] for row in rows]
+        times = [ev["event_time"] for ev in events]
+        return events, idx, list(zip(repeat(where[0]), repeat(where[1]), offsets, times))
+    events, E, P = [], [], []
+    for e, (event, topic, partition, offset) in zip(idx, rows):
+        where = (topic, partition)
+        if offset <= last_offset.get(where, -1):
+            continue
+        last_offset[where] = offset
+        events.append(event)
+        E.append(e)
+        P.append((topic, partition, offset, event["event_time"]))
+    return events, E, P
+
+
+def columns(rows: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
+    """Every key of ``rows`` in first-seen order with its values (``ABSENT`` where a row has
+    none); when every row has every key, by C-level gets and one transpose."""
+    names = list(dict.fromkeys(chain.from_iterable(rows)))
+    if not names:
+        return []
+    if len(names) == 1:
+        name = names[0]
+        return [(name, [row.get(name, ABSENT) for row in rows])]
+    if set(map(len, rows)) == {len(names)}:  # each row's keys are all of them
+        return list(zip(names, map(list, zip(*map(itemgetter(*names), rows)))))
+    return [(name, [row.get(name, ABSENT) for row in rows]) for name in names]
 
 
 def _input(g: Group, name: str, values: list[Any], events: list[int], positions: list[RawPosition]) -> list[ChannelInput]:

@@ -44,7 +44,16 @@ from typing import Any
 
 from streams.batch import run_group
 from streams.channel import Channel, new_channel
-from streams.collect import ABSENT, Column, categorical_inputs, error_inputs, label_inputs, numeric_inputs
+from streams.collect import (
+    ABSENT,
+    Column,
+    categorical_inputs,
+    columns,
+    error_inputs,
+    label_inputs,
+    new_events,
+    numeric_inputs,
+)
 from streams.detectors import Detector
 from streams.records import Finding, Position, RawPosition, StatPoint, alert_record, stat_record
 from streams.state import FEED_ORDER, GROUP_CHANNELS, LABEL_GROUP, Group, SliceState
@@ -179,61 +188,52 @@ class Monitor:
 
     def _slice_batch(self, st: SliceState, items: Sequence[Item], idx: list[int], now_ms: int,
                      alerts: list, stats: list) -> None:
-        last_offset = st.last_offset
-        events: list[dict[str, Any]] = []
-        E: list[int] = []  # the batch index of each of the slice's events
-        P: list[RawPosition] = []
-        for e in idx:
-            event, topic, partition, offset = items[e]
-            where = (topic, partition)
-            if offset <= last_offset.get(where, -1):
-                continue  # already applied (replay after restore): state must not double count
-            last_offset[where] = offset
-            events.append(event)
-            E.append(e)
-            # a plain tuple, not a Position: the channels keep 1024 of them each, and plain
-            # tuples pickle in C, which keeps snapshots cheap
-            P.append((topic, partition, offset, event["event_time"]))
+        events, E, P = new_events(st.last_offset, items, idx)
         if not events:
             return
         st.events_since_snapshot += len(events)
         st.events += len(events)
         cfg = self.config
-        for rank, name in enumerate(dict.fromkeys(k for ev in events for k in ev["features"])):
+        features = [ev["features"] for ev in events]
+        for rank, (name, values) in enumerate(columns(features)):
             try:
                 g = st.numeric[name]
             except KeyError:
                 g = st.numeric[name] = self._new_group(st.model, "numeric", name)
             if g is not None:
-                col = Column.of([ev["features"].get(name, ABSENT) for ev in events], E, P)
                 points: list[tuple[int, StatPoint]] = []
+                col = Column.of(values, E, P)
                 inputs = numeric_inputs(g, col, cfg.stats_every_events, cfg.range_reference, cfg.range_margin, points)
                 self._run(st, g, rank, inputs, points, now_ms, alerts, stats)
         cats = [ev.get("categorical") or {} for ev in events]
-        for rank, name in enumerate(dict.fromkeys(k for c in cats for k in c), CATEGORICAL_RANK):
+        for rank, (name, values) in enumerate(columns(cats), CATEGORICAL_RANK):
             try:
                 g = st.categorical[name]
             except KeyError:
                 g = st.categorical[name] = self._new_group(st.model, "categorical", name)
             if g is not None:
-                inputs = categorical_inputs(g, Column.of([c.get(name, ABSENT) for c in cats], E, P))
-                self._run(st, g, rank, inputs, [], now_ms, alerts, stats)
-        labels = Column.of([ABSENT if (y := ev.get("label")) is None else y for ev in events], E, P)
+                self._run(st, g, rank, categorical_inputs(g, Column.of(values, E, P)), [], now_ms, alerts, stats)
+        ys = [ev.get("label") for ev in events]
+        if None in ys:
+            ys = [ABSENT if y is None else y for y in ys]
+        labels = Column.of(ys, E, P)
         if not labels.values:
             return
         if st.label is None:
             st.label = self._new_group(st.model, "label", LABEL_GROUP)
         if st.label is not None:
             self._run(st, st.label, LABEL_RANK, label_inputs(st.label, labels), [], now_ms, alerts, stats)
-        predicted = Column.of([ABSENT if ev.get("label") is None or ev.get("prediction") is None
-                               else (ev["label"], ev["prediction"]) for ev in events], E, P)  # fmt: skip
-        if not predicted.values:
-            return
+        predictions = [ev.get("prediction") for ev in events]
+        if ABSENT in ys or None in predictions:  # the events with both
+            keep = [j for j, (y, p) in enumerate(zip(ys, predictions)) if y is not ABSENT and p is not None]
+            if not keep:
+                return
+            ys, E, P = Column(ys, E, P).take(keep)
+            predictions = [predictions[j] for j in keep]
         if st.error is None:
             st.error = self._new_group(st.model, "error", None)
         if st.error is not None:
-            ys = Column([y for y, _ in predicted.values], predicted.events, predicted.positions)
-            inputs = error_inputs(st.error, ys, [p for _, p in predicted.values])
+            inputs = error_inputs(st.error, Column(ys, E, P), predictions)
             self._run(st, st.error, ERROR_RANK, inputs, [], now_ms, alerts, stats)
 
     def _run(self, st: SliceState, g: Group, rank: int, inputs: list, points: list[tuple[int, StatPoint]],
