@@ -145,6 +145,11 @@ class RecordCodec:
         schemaless_writer(out, parsed, record)
         return out.getvalue()
 
+    def read_current(self, data: bytes) -> dict[str, Any] | None:
+        """The record of single-object ``data`` in the current schema that the fast path
+        accepts; None for anything else (old versions, other bytes): :meth:`decode` says why."""
+        return self._fast.read(data[HEADER_LEN:]) if data[:HEADER_LEN] == self.header else None
+
     def decode(self, data: bytes) -> dict[str, Any]:
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
             raise SchemaError(

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from datetime import datetime
 from typing import Any
 
@@ -259,6 +262,43 @@ def decode_event(data: bytes | None, limits: EventLimits = DEFAULT_LIMITS) -> di
         raise SchemaError(f"event: too large or too deeply nested to decode ({type(exc).__name__})") from None
     except Exception as exc:  # noqa: BLE001 - the contract: only SchemaError leaves the decoder
         raise SchemaError(f"event: undecodable: {type(exc).__name__}: {exc}") from None
+
+
+def decode_events(values: Sequence[bytes | None], limits: EventLimits = DEFAULT_LIMITS) -> list[dict[str, Any] | SchemaError]:
+    """:func:`decode_event` over a batch: per value, the same event or the SchemaError it raises.
+
+    The streams worker's path. Small current-schema Avro events (a body too short to break a
+    length or count limit, see :func:`check_limits`) are read by the fast path and their
+    numbers held to the limit in one pass over the batch (if one is out, each is checked
+    to name it); any other value goes through :func:`decode_event`.
+    """
+    small = min(limits.max_id_length, 2 * limits.max_features) + HEADER_LEN
+    read = EVENT.read_current
+    out: list[dict[str, Any] | SchemaError] = []
+    fast: list[int] = []
+    for data in values:
+        event = read(data) if data and len(data) <= small else None
+        if event is not None and event["slice"] and event["model"]:
+            fast.append(len(out))
+            out.append(event)
+            continue
+        try:
+            out.append(decode_event(data, limits))
+        except SchemaError as exc:
+            out.append(exc)
+    if fast:
+        events = [out[i] for i in fast]
+        features = list(chain.from_iterable(map(dict.values, map(itemgetter("features"), events))))
+        top = limits.max_abs_value
+        outcomes = [v for v in chain(map(itemgetter("prediction"), events), map(itemgetter("label"), events))
+                    if v is not None]  # fmt: skip
+        if not (_within(features, top) and all(-top <= v <= top for v in outcomes)):  # NaN fails here
+            for i in fast:  # name the culprits, one by one
+                try:
+                    check_limits(out[i], limits, 0)
+                except SchemaError as exc:
+                    out[i] = exc
+    return out
 
 
 def _decode_event(data: bytes | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from schemas.codec import ALERT, DEAD_LETTER, EVENT, STAT
 from schemas.errors import SchemaError
-from schemas.events import DEFAULT_LIMITS, EventLimits, check_limits, decode_event
+from schemas.events import DEFAULT_LIMITS, EventLimits, check_limits, decode_event, decode_events
 from streams.monitor import Monitor
 from streams.sources import Source
 from streams.state import SliceState
@@ -105,21 +105,19 @@ def handle_batch(
     worker = monitor.config.worker_id
     items: list[tuple[dict, str, int, int]] = []
     origin: list[Message] = []
-    for msg in msgs:
-        try:
-            src = sources.get(msg.topic) if sources else None
-            if src is None:
-                event = decode_event(msg.value, limits)
-            else:
-                event = check_limits(src.to_event(msg.value, msg.partition, msg.offset, msg.timestamp_ms), limits)
-                if src.bridged:
-                    out.forwards.append((event["slice"].encode(), EVENT.encode(event)))
-                    continue
-        except SchemaError as exc:
-            out.dead_letters.append((msg.key, dead_letter(msg, str(exc), "SchemaError", worker, now_ms)))
+    msgs = list(msgs)
+    if sources:
+        decoded = [_source_event(m, sources, limits, out) for m in msgs]
+    else:
+        decoded = decode_events([m.value for m in msgs], limits)
+    for msg, event in zip(msgs, decoded):
+        if event is None:  # forwarded
             continue
-        except Exception as exc:  # noqa: BLE001 - logged with its traceback in _failed
-            _failed(out, msg, exc, worker, now_ms)
+        if isinstance(event, Exception):
+            if isinstance(event, SchemaError):
+                out.dead_letters.append((msg.key, dead_letter(msg, str(event), "SchemaError", worker, now_ms)))
+            else:
+                _failed(out, msg, event, worker, now_ms)
             continue
         items.append((event, msg.topic, msg.partition, msg.offset))
         origin.append(msg)
@@ -148,6 +146,23 @@ def handle_batch(
                            (record["topic"], record["partition"], record["last_offset"]))
                 _failed(out, msg, exc, worker, now_ms)
     return out
+
+
+def _source_event(msg: Message, sources: Mapping[str, Source], limits: EventLimits, out: Outgoing
+                  ) -> dict | Exception | None:
+    """The canonical event of a message (mapped if it is of a user's own topic), the error
+    it makes, or None when a bridged source's event was forwarded to the events topic."""
+    try:
+        src = sources.get(msg.topic)
+        if src is None:
+            return decode_event(msg.value, limits)
+        event = check_limits(src.to_event(msg.value, msg.partition, msg.offset, msg.timestamp_ms), limits)
+        if src.bridged:
+            out.forwards.append((event["slice"].encode(), EVENT.encode(event)))
+            return None
+        return event
+    except Exception as exc:  # noqa: BLE001 - a SchemaError is dead-lettered, anything else logged in _failed
+        return exc
 
 
 def _failed(out: Outgoing, msg: Message, exc: Exception, worker: str, now_ms: int) -> None:
