@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections import Counter
 
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from deploy.fuzz import KINDS, good_event, malformed_messages
 from schemas.codec import DEAD_LETTER, EVENT
 from schemas.errors import SchemaError
-from schemas.events import EventLimits, decode_event
+from schemas.events import EventLimits, decode_event, decode_events
 from schemas.settings import load_settings
 from streams.config import prototypes
 from streams.monitor import Monitor, MonitorConfig
@@ -114,3 +115,35 @@ def test_streams_core_dead_letters_every_fuzz_message_and_processes_every_good_o
     assert all(len(dl["original_value"] or b"") <= MAX_DEAD_LETTER_VALUE for dl in letters)
     assert monitor.slices[("fuzz-model", "fuzz-slice")].last_offset == {("drift.events", 0): 2 * 1499 + 1}
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "a bad message logged an error"
+
+
+def _verdict(data: bytes) -> dict | str:
+    try:
+        return decode_event(data)
+    except SchemaError as exc:
+        return str(exc)
+
+
+def test_batch_decoder_gives_each_message_the_single_decoders_verdict():
+    """decode_events (the streams worker's) and decode_event (every other reader's) agree on
+    every message: fuzz kinds, and Avro events whose numbers break the limit only in a batch."""
+    good = {**good_event(0), "schema_version": EVENT.version, "model_version": None}
+    numbers = [
+        {"prediction": math.nan}, {"prediction": 1e200}, {"label": -1e151}, {"label": math.inf},
+        {"features": {"a": math.nan, "b": None}}, {"features": {"a": 2e150}}, {"features": {"a": -math.inf}},
+        {"prediction": None, "label": None, "features": {}}, {"label": 3}, {"prediction": -1e150},
+    ]
+    values = [EVENT.encode({**good, **change}) for change in numbers]
+    values += [data for _kind, data in malformed_messages(600, seed=11)]
+    values += [EVENT.encode({**good, "event_id": f"e{i}"}) for i in range(50)]
+    expected = [_comparable(_verdict(v)) for v in values]
+    for start, end in ((0, len(values)), (0, 10), (10, len(values)), (len(values) - 50, len(values))):
+        got = [_comparable(str(r) if isinstance(r, SchemaError) else r) for r in decode_events(values[start:end])]
+        assert got == expected[start:end]
+    assert [j for j in range(10) if expected[j].startswith("'")] == [0, 1, 2, 3, 5, 6]  # the bad numbers
+    assert sum(r.startswith("'") for r in expected) > 400  # and the fuzz kinds were refused
+
+
+def _comparable(verdict: dict | str) -> str:
+    """NaN != NaN, but their reprs are equal; fastavro's messages hold object addresses."""
+    return re.sub(r"0x[0-9a-f]+", "0x", repr(verdict))
