@@ -153,16 +153,12 @@ class StreamsApp:
     # ------------------------------------------------------------------ processing
     def process(self, msgs: list, now: float) -> Outgoing:
         t0 = time.monotonic()
-        batch = []
-        for m in msgs:
-            if not usable(m, log):
-                continue
-            batch.append(Message(m.key(), m.value(), m.topic(), m.partition(), m.offset(), m.timestamp()[1]))
+        batch = [Message(m.key(), m.value(), m.topic(), m.partition(), m.offset(), m.timestamp()[1])
+                 for m in msgs if m.error() is None or usable(m, log)]  # fmt: skip
         out = handle_batch(self.monitor, batch, int(time.time() * 1000), self.sources, self.limits)
         metrics.observe_streams(out, len(batch), self.topic)
         self._send(out)
-        for msg in batch:
-            self.positions[(msg.topic, msg.partition)] = msg.offset + 1
+        self.positions.update({(msg.topic, msg.partition): msg.offset + 1 for msg in batch})
         self.policy.observed(self.monitor, out, len(batch), now)
         self.seconds["process"] += time.monotonic() - t0
         return out
