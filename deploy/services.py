@@ -309,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.logs import setup_logging
     from runtime.metrics import start_metrics
     from runtime.preflight import check_kafka
+    from runtime.service import tune_gc
 
     p = argparse.ArgumentParser(prog="python -m deploy.services", description="run one service in the foreground")
     p.add_argument("name", choices=SERVICES)
@@ -317,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         setup_logging(settings, args.name)  # DRIFT_LOG_FORMAT=json: one JSON object per line
+        tune_gc(settings.gc_young_threshold)
         try:  # a wrong certificate or password: ConfigError (exit 78); an absent broker is waited for
             check_kafka(settings)
         except InfraError as exc:

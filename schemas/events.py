@@ -12,9 +12,9 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import chain
 from operator import itemgetter
-from datetime import datetime
 from typing import Any
 
 from schemas.codec import EVENT, HEADER_LEN, MAGIC
@@ -218,7 +218,7 @@ def check_limits(event: dict[str, Any], limits: EventLimits = DEFAULT_LIMITS, si
             if v is not None and not -top <= v <= top and not math.isnan(v):  # NaN means missing, as null
                 raise SchemaError(f"features.{key}: {v!r} is not a finite number within +-{top:g}")
     for name in ("prediction", "label"):
-        v = event[name] if name in event else None
+        v = event.get(name)
         if v is not None and not -top <= v <= top:
             raise SchemaError(f"{name}: {v!r} is not a finite number within +-{top:g}")
     return event

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     )
     stream_batch_size: int = Field(5000, ge=1, description="most events the worker takes from Kafka at once")
     stream_batch_seconds: float = Field(0.2, gt=0, description="longest wait for a batch to fill")
+    gc_young_threshold: int = Field(
+        50_000, ge=0,
+        description="allocations between CPython's young garbage collections in a service process (0: CPython's "
+        "700); a batch holds its decoded events alive at once, and at 700 the collector re-walks them dozens of "
+        "times a batch",
+    )
     event_max_id_length: int = Field(
         256, ge=8, le=65_536,
         description="longest event_id, model, slice, model_version, feature name or category; longer: dead-lettered",

@@ -10,7 +10,6 @@ import random
 import pytest
 from fastavro import schemaless_reader
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from schemas.codec import CODECS, EVENT, HEADER_LEN, _unbordered_guard
 from tests.unit.test_schema_roundtrip import strategy_for

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from deploy import services
 from deploy.services import EX_CONFIG, RestartPolicy, ServiceGroup, Slot, parse_workers, plan_slots
 from runtime import metrics
 from runtime.kafka_logs import Throttle, kafka_log_config, line_key
-from runtime.service import stop_on_signals
+from runtime.service import stop_on_signals, tune_gc
 from schemas.errors import ConfigError
 from schemas.settings import load_settings
 
@@ -173,3 +174,14 @@ def test_the_router_keeps_its_last_end_offsets_while_a_broker_is_gone(caplog) ->
     assert "unavailable" in caplog.text
     svc._ends_at = -1e9
     assert svc.end_offsets() == {0: 12}
+
+
+def test_tune_gc_sets_the_young_threshold_and_zero_leaves_it():
+    before = gc.get_threshold()
+    try:
+        tune_gc(0)
+        assert gc.get_threshold() == before
+        tune_gc(50_000)
+        assert gc.get_threshold() == (50_000, *before[1:])
+    finally:
+        gc.set_threshold(*before)
