@@ -86,7 +86,7 @@ class FastReader:
                 "name": f"{name}Framed",
                 "namespace": "driftwatch.framed",
                 "fields": [
-                    {"name": "value", "type": schema_json},
+                    {"name": "value", "type": _ints_as_longs(schema_json)},
                     {"name": "guard", "type": {"type": "fixed", "name": "Guard", "size": 8}},
                 ],
             },
@@ -99,6 +99,18 @@ class FastReader:
         except Exception:  # noqa: BLE001 - corrupt input: fastavro's verdict is the one reported
             return None
         return framed["value"] if framed["guard"] == self.guard else None
+
+
+def _ints_as_longs(node: Any) -> Any:
+    """The schema with every ``int`` read as ``long``: the same bytes (a zig-zag varint), but
+    cavro would cut an int's varint to 32 bits where fastavro reads all of it."""
+    if node == "int":
+        return "long"
+    if isinstance(node, dict):
+        return {k: _ints_as_longs(v) if k in ("type", "items", "values", "fields") else v for k, v in node.items()}
+    if isinstance(node, list):
+        return [_ints_as_longs(v) for v in node]
+    return node
 
 
 def _load_json(relpath: str) -> dict[str, Any]:

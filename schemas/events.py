@@ -189,6 +189,8 @@ _ID_SETTING = "DRIFT_EVENT_MAX_ID_LENGTH"
 
 def _within(values: Any, top: float) -> bool:
     """All values in [-top, top] (None and NaN allowed), with C-level min/max on the hot path."""
+    if not values:
+        return True
     try:
         lo, hi = min(values), max(values)
     except TypeError:  # a None among them
@@ -284,8 +286,8 @@ def decode_events(values: Sequence[bytes | None], limits: EventLimits = DEFAULT_
             continue
         try:
             out.append(decode_event(data, limits))
-        except SchemaError as exc:
-            out.append(exc)
+        except SchemaError as exc:  # kept without its traceback: its frames would hold the batch in a cycle
+            out.append(SchemaError(str(exc)))
     if fast:
         events = [out[i] for i in fast]
         features = list(chain.from_iterable(map(dict.values, map(itemgetter("features"), events))))
@@ -297,7 +299,7 @@ def decode_events(values: Sequence[bytes | None], limits: EventLimits = DEFAULT_
                 try:
                     check_limits(out[i], limits, 0)
                 except SchemaError as exc:
-                    out[i] = exc
+                    out[i] = SchemaError(str(exc))
     return out
 
 

@@ -161,7 +161,9 @@ def _source_event(msg: Message, sources: Mapping[str, Source], limits: EventLimi
             out.forwards.append((event["slice"].encode(), EVENT.encode(event)))
             return None
         return event
-    except Exception as exc:  # noqa: BLE001 - a SchemaError is dead-lettered, anything else logged in _failed
+    except SchemaError as exc:  # without its traceback: its frames would hold the batch in a cycle
+        return SchemaError(str(exc))
+    except Exception as exc:  # noqa: BLE001 - logged with its traceback in _failed
         return exc
 
 

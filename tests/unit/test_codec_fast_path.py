@@ -102,3 +102,20 @@ def test_guards_do_not_overlap_themselves():
         guard = _unbordered_guard()
         assert len(guard) == 8
         assert all(guard[:k] != guard[-k:] for k in range(1, 8))
+
+
+def test_ints_beyond_32_bits_decode_as_fastavro_reads_them():
+    """An int's varint may carry more than 32 bits (foreign writers); fastavro reads all of it."""
+    body = EVENT.encode({"event_id": "e", "event_time": 1, "model": "m", "slice": "s", "label": 1})[HEADER_LEN:]
+    for value in (2**31, -(2**31) - 1, 2**40):
+        zigzag = (value << 1) ^ (value >> 63)
+        varint = bytearray()
+        while zigzag > 0x7F:
+            varint.append((zigzag & 0x7F) | 0x80)
+            zigzag >>= 7
+        varint.append(zigzag)
+        # the label's union branch 1 (int), its varint, then model_version null
+        forged = body[:-3] + b"\x02" + bytes(varint) + b"\x00"
+        judged = _fastavro(EVENT, forged)
+        assert judged is not None and judged["label"] == value
+        assert _same(EVENT._fast.read(forged), judged)

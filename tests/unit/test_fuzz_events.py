@@ -147,3 +147,29 @@ def test_batch_decoder_gives_each_message_the_single_decoders_verdict():
 def _comparable(verdict: dict | str) -> str:
     """NaN != NaN, but their reprs are equal; fastavro's messages hold object addresses."""
     return re.sub(r"0x[0-9a-f]+", "0x", repr(verdict))
+
+
+def test_batch_decoder_takes_events_without_numeric_features():
+    """Label-only or categorical-only models: a batch whose events carry no numeric feature."""
+    events = [{"event_id": f"e{i}", "event_time": 1, "model": "m", "slice": "s", "label": 1,
+               "categorical": {"c": "x"}} for i in range(3)]
+    got = decode_events([EVENT.encode(ev) for ev in events])
+    assert [g["event_id"] for g in got] == ["e0", "e1", "e2"]
+    assert all(g["features"] == {} for g in got)
+
+
+def test_refused_messages_hold_no_reference_cycle():
+    """A refusal is kept without its traceback, whose frames would hold the whole batch."""
+    import gc
+
+    values = [EVENT.encode({**good_event(i), "schema_version": EVENT.version, "model_version": None})
+              for i in range(200)] + [b"\xc3\x01garbage", b"", b"{"]
+    gc.collect()
+    gc.disable()
+    try:
+        out = decode_events(values)
+        assert sum(isinstance(r, SchemaError) for r in out) == 3
+        del out
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
