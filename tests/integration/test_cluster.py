@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from deploy.broker import free_port
 from deploy.cluster import LocalCluster
-from runtime.kafka import read_topic
+from runtime.kafka import read_topic, retry_transient
 from runtime.topics import ensure_topics
 from schemas.settings import Settings, load_settings
 from tests.conftest import SHARED_LIB_DIR
@@ -42,7 +42,10 @@ def test_three_node_cluster_keeps_taking_writes_with_one_node_dead(tmp_path) -> 
         parts = admin.list_topics(events, timeout=10).topics[events].partitions
         assert all(len(p.replicas) == 3 for p in parts.values())
         resource = ConfigResource("topic", events)
-        assert admin.describe_configs([resource])[resource].result()["min.insync.replicas"].value == "2"
+        # a node that has not heard of the new topic yet answers UNKNOWN_TOPIC_OR_PART for a moment
+        configs = retry_transient(lambda: admin.describe_configs([resource])[resource].result(), "describe configs",
+                                  timeout=30)  # fmt: skip
+        assert configs["min.insync.replicas"].value == "2"
         assert LocalCluster(settings).status()["nodes_running"] == 3  # down/status find it again
 
         victim = cluster.node(2)
