@@ -7,8 +7,9 @@ binary body. Any client holding ``schemas/avro`` can decode it.
 Schemas are parsed once, at import. Records of the current schema are decoded by cavro
 (Cython, about half fastavro's time: the streams worker decodes every event); anything
 cavro refuses goes through fastavro, whose verdict and message stand, so the fast path can
-only ever accept what fastavro accepts (``tests/unit/test_codec_fast_path.py``). Readers also know every historical version of a
-schema (``avro/history``) by fingerprint and resolve old bytes to the current shape.
+only ever accept what fastavro accepts (``tests/unit/test_codec_fast_path.py``). Readers
+also know every historical version of a schema (``avro/history``) by fingerprint and
+resolve old bytes to the current shape.
 Evolution rule: a new version may only add fields *with defaults* (or remove fields that
 had defaults), never change a field's type except by Avro promotion, and bumps the
 ``schema_version`` default; its predecessor moves to ``avro/history/<name>.v<N>.avsc``.
@@ -123,14 +124,15 @@ class RecordCodec:
     def __init__(self, name: str, schema_json: dict[str, Any], history: list[dict[str, Any]] = ()):
         self.name = name
         self.schema_json = schema_json
-        self.schema = parse_schema(_strip_logical_types(copy.deepcopy(schema_json)))
+        stripped = _strip_logical_types(copy.deepcopy(schema_json))
+        self.schema = parse_schema(stripped)
         self.fingerprint = self._fingerprint(self.schema)
         self._writers: dict[bytes, Any] = {self.fingerprint: None}  # None: same as reader
         for old in history:
             parsed = parse_schema(_strip_logical_types(copy.deepcopy(old)))
             self._writers[self._fingerprint(parsed)] = parsed
         self.header = MAGIC + self.fingerprint
-        self._fast = FastReader(name, _strip_logical_types(copy.deepcopy(schema_json)))
+        self._fast = FastReader(name, stripped)
 
     @staticmethod
     def _fingerprint(parsed: Any) -> bytes:

@@ -178,6 +178,12 @@ class EventLimits:
     max_features: int = 1000
     max_abs_value: float = 1e150
 
+    @property
+    def unbreakable_size(self) -> int:
+        """The longest Avro body that cannot break a length or count limit: a string takes at
+        least a byte a character there, a map entry at least 2 (key length, union branch)."""
+        return min(self.max_id_length, 2 * self.max_features)
+
     @classmethod
     def from_settings(cls, settings: Any) -> EventLimits:
         return cls(settings.event_max_id_length, settings.event_max_features)
@@ -205,13 +211,10 @@ def _within(values: Any, top: float) -> bool:
 def check_limits(event: dict[str, Any], limits: EventLimits = DEFAULT_LIMITS, size: int | None = None) -> dict[str, Any]:
     """Raise SchemaError if ``event`` (canonical shape) exceeds ``limits``; return it otherwise.
 
-    ``size``: the length of the Avro body the event was decoded from, when it was. A string
-    takes at least a byte a character there and a map entry at least 2 bytes (key length,
-    union branch), so a body of at most ``max_id_length`` bytes (and ``2 * max_features``)
-    cannot break a length or count limit: only its numbers are checked (most events, cheaply).
+    ``size``: the length of the Avro body the event was decoded from, when it was; up to
+    ``limits.unbreakable_size`` only its numbers are checked (most events, cheaply).
     """
-    n = limits.max_id_length
-    if size is None or size > n or size > 2 * limits.max_features:
+    if size is None or size > limits.unbreakable_size:
         _check_sizes(event, limits)
     top = limits.max_abs_value
     features = event["features"]
@@ -270,11 +273,11 @@ def decode_events(values: Sequence[bytes | None], limits: EventLimits = DEFAULT_
     """:func:`decode_event` over a batch: per value, the same event or the SchemaError it raises.
 
     The streams worker's path. Small current-schema Avro events (a body too short to break a
-    length or count limit, see :func:`check_limits`) are read by the fast path and their
+    length or count limit: ``limits.unbreakable_size``) are read by the fast path and their
     numbers held to the limit in one pass over the batch (if one is out, each is checked
     to name it); any other value goes through :func:`decode_event`.
     """
-    small = min(limits.max_id_length, 2 * limits.max_features) + HEADER_LEN
+    small = limits.unbreakable_size + HEADER_LEN
     read = EVENT.read_current
     out: list[dict[str, Any] | SchemaError] = []
     fast: list[int] = []
