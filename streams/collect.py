@@ -22,6 +22,7 @@ from streams.state import Group
 
 SCORE_REFERENCE = 1000  # a numeric feature's first values (out-of-range ones aside): what drift_score compares to
 ABSENT = object()  # a feature an event does not carry: its group does not see that event
+_EVENT_TIME = itemgetter("event_time")
 
 
 class Column:
@@ -58,14 +59,14 @@ def new_events(last_offset: dict[tuple[str, int], int], items: Sequence[tuple[di
     plain tuples pickle in C, which keeps snapshots cheap. Usually a slice's events of a
     batch come from one partition in offset order, all new: then in a few C-level passes.
     """
-    rows = [items[e] for e in idx]
-    _, topics, partitions, offsets = zip(*rows)
+    rows = list(map(items.__getitem__, idx))
+    all_events, topics, partitions, offsets = zip(*rows)
     where = (topics[0], partitions[0])
     if (offsets[0] > last_offset.get(where, -1) and topics.count(where[0]) == len(rows)
             and partitions.count(where[1]) == len(rows) and all(map(lt, offsets, islice(offsets, 1, None)))):
         last_offset[where] = offsets[-1]
-        events = [row[0] for row in rows]
-        times = [ev["event_time"] for ev in events]
+        events = list(all_events)
+        times = map(_EVENT_TIME, events)
         return events, idx, list(zip(repeat(where[0]), repeat(where[1]), offsets, times))
     events, E, P = [], [], []
     for e, (event, topic, partition, offset) in zip(idx, rows):

@@ -11,7 +11,7 @@ slices to drop from memory. The worker passes the clock in, so both are unit-tes
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -52,6 +52,31 @@ class Message(NamedTuple):
     timestamp_ms: int | None
 
 
+class Batch:
+    """A batch of messages as columns, so the worker builds it from Kafka in a few C-level
+    passes (``streams.app.kafka_batch``) instead of a tuple per message; :meth:`message`
+    gives one back as a :class:`Message` (for a dead letter)."""
+
+    __slots__ = ("keys", "offsets", "partitions", "timestamps", "topics", "values")
+
+    def __init__(self, keys: list[bytes | None], values: list[bytes | None], topics: list[str],
+                 partitions: list[int], offsets: list[int], timestamps: list[int | None]):
+        self.keys, self.values, self.topics = keys, values, topics
+        self.partitions, self.offsets, self.timestamps = partitions, offsets, timestamps
+
+    @classmethod
+    def of(cls, msgs: Iterable[Message]) -> Batch:
+        columns = tuple(map(list, zip(*msgs)))
+        return cls(*columns) if columns else cls([], [], [], [], [], [])
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def message(self, i: int) -> Message:
+        return Message(self.keys[i], self.values[i], self.topics[i], self.partitions[i], self.offsets[i],
+                       self.timestamps[i])
+
+
 MAX_DEAD_LETTER_VALUE = 900_000  # with the envelope, under the broker's default 1 MB message limit
 
 
@@ -87,7 +112,7 @@ def handle(
 
 def handle_batch(
     monitor: Monitor,
-    msgs: Iterable[Message],
+    msgs: Batch | Iterable[Message],
     now_ms: int,
     sources: Mapping[str, Source] | None = None,
     limits: EventLimits = DEFAULT_LIMITS,
@@ -102,37 +127,42 @@ def handle_batch(
     """
     if out is None:
         out = Outgoing()
+    batch = msgs if isinstance(msgs, Batch) else Batch.of(msgs)
     worker = monitor.config.worker_id
-    items: list[tuple[dict, str, int, int]] = []
-    origin: list[Message] = []
-    msgs = list(msgs)
     if sources:
-        decoded = [_source_event(m, sources, limits, out) for m in msgs]
+        decoded = [_source_event(batch.message(i), sources, limits, out) for i in range(len(batch))]
     else:
-        decoded = decode_events([m.value for m in msgs], limits)
-    for msg, event in zip(msgs, decoded):
-        if event is None:  # forwarded
-            continue
-        if isinstance(event, Exception):
-            if isinstance(event, SchemaError):
-                out.dead_letters.append((msg.key, dead_letter(msg, str(event), "SchemaError", worker, now_ms)))
-            else:
-                _failed(out, msg, event, worker, now_ms)
-            continue
-        items.append((event, msg.topic, msg.partition, msg.offset))
-        origin.append(msg)
+        decoded = decode_events(batch.values, limits)
+    origin: Sequence[int]  # the batch index of each item
+    if set(map(type, decoded)) <= {dict}:  # every message an event to monitor: the usual batch
+        items = list(zip(decoded, batch.topics, batch.partitions, batch.offsets))
+        origin = range(len(items))
+    else:
+        items, origin = [], []
+        for i, event in enumerate(decoded):
+            if event is None:  # forwarded
+                continue
+            if isinstance(event, Exception):
+                msg = batch.message(i)
+                if isinstance(event, SchemaError):
+                    out.dead_letters.append((msg.key, dead_letter(msg, str(event), "SchemaError", worker, now_ms)))
+                else:
+                    _failed(out, msg, event, worker, now_ms)
+                continue
+            items.append((event, batch.topics[i], batch.partitions[i], batch.offsets[i]))
+            origin.append(i)
     if not items:
         return out
     try:
         result = monitor.observe_batch(items, now_ms)
     except Exception as exc:  # noqa: BLE001 - the monitor itself failed: every event of the batch is a dead letter
-        for msg in origin:
-            _failed(out, msg, exc, worker, now_ms)
+        for i in origin:
+            _failed(out, batch.message(i), exc, worker, now_ms)
         return out
     failed = {key for key, last in result.last.items() if any(last in idx for idx, _ in result.failed)}
     for idx, exc in result.failed:
         for e in idx:
-            _failed(out, origin[e], exc, worker, now_ms)
+            _failed(out, batch.message(origin[e]), exc, worker, now_ms)
     for key, last in sorted(result.last.items(), key=lambda kv: kv[1]):  # the last-updated slice last
         if key not in failed:
             out.touched[key] = items[last][2]
@@ -142,9 +172,9 @@ def handle_batch(
             try:
                 dest.append((record["slice"].encode(), codec.encode(record)))
             except SchemaError as exc:  # a record that does not fit its schema: its event is a dead letter
-                msg = next(m for m in origin if (m.topic, m.partition, m.offset) ==
-                           (record["topic"], record["partition"], record["last_offset"]))
-                _failed(out, msg, exc, worker, now_ms)
+                where = (record["topic"], record["partition"], record["last_offset"])
+                i = next(i for i in origin if (batch.topics[i], batch.partitions[i], batch.offsets[i]) == where)
+                _failed(out, batch.message(i), exc, worker, now_ms)
     return out
 
 

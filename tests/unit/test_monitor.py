@@ -115,3 +115,22 @@ def test_a_snapshot_of_older_code_starts_fresh_instead_of_failing(caplog):
     st.version = STATE_VERSION
     app.table.put(0, state_key("m", "s"), encode_state(st))
     assert app._load("m", "s").slice == "s" and app.restored == 1
+
+
+def test_snapshots_are_lz4_frames_and_zlib_snapshots_of_older_code_still_read():
+    import pickle
+    import zlib
+
+    from streams.state import LZ4_MAGIC, decode_state
+
+    m = Monitor(prototypes(load_settings()), MonitorConfig())
+    for i in range(500):
+        m.observe({"model": "m", "slice": "s", "event_time": i, "features": {"x": float(i % 5)},
+                   "categorical": {"c": "ab"[i % 2]}, "prediction": 0.3, "label": i % 2}, "t", 0, i, 0)  # fmt: skip
+    st = m.slices[("m", "s")]
+    blob = encode_state(st)
+    assert blob[:4] == LZ4_MAGIC
+    raw = pickle.dumps(st, protocol=pickle.HIGHEST_PROTOCOL)
+    read = [decode_state(b) for b in (blob, zlib.compress(raw, 1), raw)]  # ours, and what earlier versions wrote
+    assert all(r.events == 500 and r.last_offset == st.last_offset for r in read)
+    assert len({pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in read}) == 1
