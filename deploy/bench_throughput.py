@@ -179,7 +179,7 @@ class CpuWatch:
 
 def measure_workers(
     run: Settings, total: int, workers: int = 1, *, timeout: float = 300.0, poll_seconds: float = 0.2,
-    log_dir: Path | None = None, payloads: Sequence[tuple[bytes, bytes]] | None = None,
+    log_dir: Path | None = None, payloads: Sequence[tuple[bytes, bytes]] | None = None, sink: bool = False,
 ) -> dict[str, Any]:
     """``workers`` streams processes in one fresh group; the rate from the group's commits,
     counted from the moment every worker holds partitions. The group's changelog is deleted
@@ -188,26 +188,36 @@ def measure_workers(
     Over the ``total`` events already in the run's topic, or, with ``payloads`` (encoded events,
     ``total`` of them), on fresh topics that get the events only once every worker holds
     partitions: otherwise the first worker to start runs alone until the others have imported
-    their code, which on a loaded machine can be most of the run.
+    their code, which on a loaded machine can be most of the run. With ``sink`` (payloads
+    only), the ClickHouse sink runs beside the workers, as in ``driftctl run``, on a store of
+    its own, and the events come once it holds its partitions too.
     """
-    app_id = f"{run.app_id}-w{workers}-{uuid.uuid4().hex[:4]}"
+    if sink and payloads is None:
+        raise ValueError("the sink is measured on fresh topics only: pass payloads")
+    app_id = f"{run.app_id}-w{workers}{'s' if sink else ''}-{uuid.uuid4().hex[:4]}"
     group_settings = run.model_copy(update={"app_id": app_id, "worker_id": app_id})
     if payloads is not None:
-        group_settings = bench_settings(group_settings, app=app_id).model_copy(update={"app_id": app_id})
+        group_settings = bench_settings(group_settings, app=app_id, sink=sink).model_copy(update={"app_id": app_id})
         ensure_topics(group_settings)
     start = time.monotonic()
     # the launcher of driftctl run --workers streams=N: distinct worker ids and metrics ports
-    group = start_services(group_settings, ("streams",), log_dir=log_dir, workers={"streams": workers})
+    names = ("streams", "sink") if sink else ("streams",)
+    group = start_services(group_settings, names, log_dir=log_dir, workers={"streams": workers})
     watch = GroupWatch(group_settings, group_settings.app_id, workers, start)
-    cpu = CpuWatch([p.pid for p in group.procs.values()], start)
+    watches = [watch, GroupWatch(group_settings, group_settings.sink_group, 1, start)] if sink else [watch]
+    cpu = CpuWatch([p.pid for name, p in group.procs.items() if name.startswith("streams")], start)
+    sink_cpu = CpuWatch([group.procs["sink"].pid], start) if sink else None
     failed: list[Exception] = []
     try:
         if payloads is not None:
             deadline = time.monotonic() + timeout
-            while watch.complete_at is None and time.monotonic() < deadline and all(group.alive().values()):
+            while (any(w.complete_at is None for w in watches) and time.monotonic() < deadline
+                   and all(group.alive().values())):  # fmt: skip
                 time.sleep(0.1)
             if watch.complete_at is None:
                 raise RuntimeError(f"the {workers} workers did not all get partitions in {timeout:.0f}s")
+            if any(w.complete_at is None for w in watches):
+                raise RuntimeError(f"the sink did not get partitions in {timeout:.0f}s")
 
             def produce() -> None:
                 try:
@@ -226,8 +236,11 @@ def measure_workers(
         if not all(group.alive().values()):
             raise RuntimeError(f"a streams worker exited early: {group.stop()}")
     finally:
-        watch.stop()
+        for w in watches:
+            w.stop()
         cpu.stop()
+        if sink_cpu is not None:
+            sink_cpu.stop()
         codes = group.stop()
         own_topics = group_settings.topics.all() if payloads is not None else []
         delete_topics(group_settings, own_topics + app_topics(group_settings))
@@ -248,6 +261,8 @@ def measure_workers(
     used = cpu.between(t0, result["total_seconds"])
     result["cpu_seconds"] = used
     result["events_per_cpu_second"] = result["measured_events"] / used if used else None
+    if sink_cpu is not None:  # the sink's own CPU over the same window
+        result["sink_cpu_seconds"] = sink_cpu.between(t0, result["total_seconds"])
     if log_dir is not None:
         logs = {name: (log_dir / f"{name}.log").read_text() for name in group.procs}
         result["worker_seconds"] = {name: worker_seconds(text) for name, text in logs.items()}
@@ -292,12 +307,14 @@ def compare_throughput(
     features: tuple[str, ...] = ("amount", "latency_ms"),
     timeout: float = 300.0,
     log_dir: Path | None = None,
+    sink: bool = False,
 ) -> dict[str, Any]:
     """One run, one set of events on one broker: the plain loop (deploy/bench_baseline.py) and
-    the streams worker(s) in groups of 1..``workers`` processes, ``rounds`` times.
+    the streams worker(s) in groups of 1..``workers`` processes, ``rounds`` times; with
+    ``sink``, also one worker with the ClickHouse sink beside it, right after the one alone.
 
-    One after the other, never at once (they would share the CPUs): plain, 1, .., N workers,
-    plain, 1, .., N, ..., plain. The plain loop brackets every round, so a change of the
+    One after the other, never at once (they would share the CPUs): plain, 1, (1 + sink), ..,
+    N workers, plain, 1, ..., plain. The plain loop brackets every round, so a change of the
     machine's load shows as a spread between its rates; the summary takes medians.
     """
     from deploy.bench_baseline import run_plain_loop
@@ -309,6 +326,7 @@ def compare_throughput(
     ensure_topics(run)
     plain: list[dict[str, Any]] = []
     by_workers: dict[int, list[dict[str, Any]]] = {n: [] for n in range(1, workers + 1)}
+    with_sink: list[dict[str, Any]] = []
     try:
         events = bench_events(n_events, slices, features)
         produce_events(run, events)  # the plain loop's topic
@@ -324,10 +342,13 @@ def compare_throughput(
             for n, runs in by_workers.items():
                 runs.append(measure_workers(run, total, n, timeout=timeout, log_dir=log_dir / f"r{r}w{n}",
                                             payloads=payloads))  # fmt: skip
+                if n == 1 and sink:
+                    with_sink.append(measure_workers(run, total, 1, timeout=timeout, log_dir=log_dir / f"r{r}sink",
+                                                     payloads=payloads, sink=True))  # fmt: skip
             plain_once()
     finally:
         delete_topics(run, run.topics.all() + app_topics(run))
-    return throughput_summary(plain, by_workers, events=total, slices=slices, features=len(features))
+    return throughput_summary(plain, by_workers, with_sink, events=total, slices=slices, features=len(features))
 
 
 def main() -> None:

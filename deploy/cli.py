@@ -187,12 +187,12 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from deploy.bench_rollout import run_rollout_bench
 
         result = run_rollout_bench(settings, out=sys.stderr, quick=args.quick)
-    elif args.baseline or args.workers > 1 or args.rounds > 1:  # side by side: the plain loop, 1..N workers
+    elif args.baseline or args.workers > 1 or args.rounds > 1 or args.sink:  # side by side: plain loop, 1..N workers
         from deploy.bench_throughput import compare_throughput
         from deploy.throughput_report import format_summary
 
         result = compare_throughput(settings, args.events, baseline=args.baseline, workers=args.workers,
-                                    rounds=args.rounds)
+                                    rounds=args.rounds, sink=args.sink)
         print(format_summary(result))
     else:  # throughput of one streams worker
         from deploy.bench_throughput import measure_worker_throughput
@@ -250,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="throughput: also 2..N streams workers in one group, side by side with one")
     b.add_argument("--rounds", type=_positive_int, default=1,
                    help="throughput: repeat the comparison (medians are reported; for a loaded machine)")
+    b.add_argument("--sink", action="store_true",
+                   help="throughput: also one worker with the ClickHouse sink running beside it, and what that costs it")
     b.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     b.add_argument("--seed", type=int, default=7, help="chaos: the fault schedule's and the scenario's seed")
     b.set_defaults(fn=cmd_bench)

@@ -71,12 +71,15 @@ def complete_group_samples(samples: Sequence[Sample], complete_at: float | None)
 
 
 def throughput_summary(
-    plain: list[dict[str, Any]], by_workers: dict[int, list[dict[str, Any]]], **extra: Any
+    plain: list[dict[str, Any]], by_workers: dict[int, list[dict[str, Any]]],
+    with_sink: list[dict[str, Any]] = (), **extra: Any,
 ) -> dict[str, Any]:
     """The JSON of a comparison: median rates, the worker/plain-loop ratio, N workers against 1.
 
     Also events per CPU second (``cpu_ratio``: the worker's against the plain loop's): the work
-    per event, which the machine's load moves much less than the wall-clock rates.
+    per event, which the machine's load moves much less than the wall-clock rates. With runs of
+    one worker with the sink beside it (``with_sink``, one per round), ``sink_cost``: the median
+    over rounds of the share of the lone worker's rate lost with the sink running (1 - with/alone).
     """
     rates = {n: [r["events_per_second"] for r in runs] for n, runs in by_workers.items()}
     one = statistics.median(rates[1])
@@ -99,6 +102,14 @@ def throughput_summary(
         if "worker_events_per_cpu_s" in result and all(v is not None for v in base_cpu):
             result["baseline_events_per_cpu_s"] = statistics.median(base_cpu)
             result["cpu_ratio"] = result["worker_events_per_cpu_s"] / result["baseline_events_per_cpu_s"]
+    if with_sink:
+        beside = [r["events_per_second"] for r in with_sink]
+        result["worker_with_sink_events_per_s"] = statistics.median(beside)
+        result["sink_cost"] = statistics.median(1 - a / b for a, b in zip(beside, rates[1]))
+        sink_cpu = [r.get("sink_cpu_seconds") for r in with_sink]
+        if all(c is not None for c in sink_cpu):
+            result["sink_cpu_seconds"] = statistics.median(sink_cpu)
+        result["runs"]["with_sink"] = list(with_sink)
     if len(rates) > 1:  # N workers against one in the same round, then the median over rounds
         result["scaling"] = {str(n): statistics.median(a / b for a, b in zip(v, rates[1])) for n, v in rates.items()}
     return result
@@ -131,6 +142,15 @@ def format_summary(result: dict[str, Any]) -> str:
                 notes.append("events per worker " + "/".join(f"{v:,}" if v is not None else "?" for v in split.values()))
         label = f"streams worker{'s' if n != '1' else ''} x{n} (one group)"
         rows.append((label, rate, "; ".join(x for x in notes if x)))
+        if n == "1" and "sink_cost" in result:
+            runs = result["runs"]["with_sink"]
+            notes = [f"{result['sink_cost']:.0%} below the worker alone (median of the rounds)"]
+            if len(runs) > 1:
+                notes.append(f"runs {listed([r['events_per_second'] for r in runs])}")
+            if "sink_cpu_seconds" in result:
+                notes.append(f"the sink used {result['sink_cpu_seconds']:.1f} CPU s meanwhile")
+            rows.append(("streams worker x1 with the ClickHouse sink beside it", result["worker_with_sink_events_per_s"],
+                         "; ".join(notes)))  # fmt: skip
     width = max(len(r[0]) for r in rows)
     head = (f"driftctl bench throughput: {result['events']:,} events, {result['slices']} slices x "
             f"{result['features']} features, {result['rounds']} round(s) one after the other on one broker")  # fmt: skip

@@ -82,6 +82,18 @@ def test_rounds_give_medians_and_the_scaling_of_each_round():
     assert "runs 20,000, 5,000, 22,000" in format_summary(result)
 
 
+def test_the_sink_cost_is_the_median_of_each_round_s_loss():
+    one = [{"events_per_second": v, "committed_before_complete": 0} for v in (20_000.0, 10_000.0, 30_000.0)]
+    beside = [{"events_per_second": v, "sink_cpu_seconds": c} for v, c in ((18_000.0, 0.5), (5_000.0, 0.4), (28_500.0, 0.6))]
+    result = throughput_summary([], {1: one}, beside, events=200, slices=5, features=2)
+    # losses 10%, 50%, 5%: the median round, not the ratio of the medians (18,000 / 20,000)
+    assert result["sink_cost"] == pytest.approx(0.10) and result["worker_with_sink_events_per_s"] == 18_000
+    assert result["sink_cpu_seconds"] == 0.5 and len(result["runs"]["with_sink"]) == 3
+    text = format_summary(result)
+    assert "sink beside it" in text and "10% below the worker alone" in text and "0.5 CPU s" in text
+    assert "sink_cost" not in throughput_summary([], {1: one}, events=200, slices=5, features=2)
+
+
 def test_cpu_watch_measures_this_process_between_two_times():
     import os
     import time
