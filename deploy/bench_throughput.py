@@ -10,8 +10,10 @@ granularity is one checkpoint; use at least 100k events.
 :func:`compare_throughput` (``driftctl bench throughput --baseline --workers N``) measures,
 in one run on one broker with the same events, the plain loop of deploy/bench_baseline.py (the
 ceiling, before and after the workers) and groups of 1..N worker processes. Each group gets
-topics of its own, and the (pre-encoded) events only once every worker holds partitions:
-otherwise the first worker to start would run alone while the others import their code.
+topics of its own. One worker reads its (pre-encoded) events produced before it starts, as the
+plain loop does; a group of several gets them only once every worker holds partitions
+(otherwise the first to start would run alone while the others import their code), so the
+producer shares the machine with them while they run.
 Besides events per second it reports events per CPU second, which a loaded machine moves
 much less.
 
@@ -35,7 +37,7 @@ from pydantic import SecretStr
 
 from deploy.produce import produce_events
 from deploy.scenarios import Scenario
-from deploy.services import start_services
+from deploy.services import ServiceGroup, start_services
 from deploy.throughput_report import (
     complete_group_samples,
     rate_from_samples,
@@ -179,18 +181,21 @@ class CpuWatch:
 
 def measure_workers(
     run: Settings, total: int, workers: int = 1, *, timeout: float = 300.0, poll_seconds: float = 0.2,
-    log_dir: Path | None = None, payloads: Sequence[tuple[bytes, bytes]] | None = None, sink: bool = False,
+    log_dir: Path | None = None, payloads: Sequence[tuple[bytes, bytes]] | None = None, ahead: bool = True,
+    sink: bool = False,
 ) -> dict[str, Any]:
     """``workers`` streams processes in one fresh group; the rate from the group's commits,
     counted from the moment every worker holds partitions. The group's changelog is deleted
     afterwards.
 
     Over the ``total`` events already in the run's topic, or, with ``payloads`` (encoded events,
-    ``total`` of them), on fresh topics that get the events only once every worker holds
-    partitions: otherwise the first worker to start runs alone until the others have imported
-    their code, which on a loaded machine can be most of the run. With ``sink`` (payloads
-    only), the ClickHouse sink runs beside the workers, as in ``driftctl run``, on a store of
-    its own, and the events come once it holds its partitions too.
+    ``total`` of them), on fresh topics: produced before the workers start (``ahead``, as the
+    plain loop gets them: the producer's CPU, 6.5 us an event here, is not taken from the
+    workers' two cores while they run), or else only once every worker holds partitions, so no
+    worker gets a head start. With ``ahead`` and more workers, the first to join may run alone
+    for a moment: those events are not counted (``committed_before_complete``). With ``sink``
+    (payloads only), the ClickHouse sink runs beside the workers, as in ``driftctl run``, on a
+    store of its own, started first so that its start-up is over before the workers' clock runs.
     """
     if sink and payloads is None:
         raise ValueError("the sink is measured on fresh topics only: pass payloads")
@@ -199,25 +204,28 @@ def measure_workers(
     if payloads is not None:
         group_settings = bench_settings(group_settings, app=app_id, sink=sink).model_copy(update={"app_id": app_id})
         ensure_topics(group_settings)
-    start = time.monotonic()
-    # the launcher of driftctl run --workers streams=N: distinct worker ids and metrics ports
-    names = ("streams", "sink") if sink else ("streams",)
-    group = start_services(group_settings, names, log_dir=log_dir, workers={"streams": workers})
-    watch = GroupWatch(group_settings, group_settings.app_id, workers, start)
-    watches = [watch, GroupWatch(group_settings, group_settings.sink_group, 1, start)] if sink else [watch]
-    cpu = CpuWatch([p.pid for name, p in group.procs.items() if name.startswith("streams")], start)
-    sink_cpu = CpuWatch([group.procs["sink"].pid], start) if sink else None
+    groups: list[ServiceGroup] = []
+    watches: list[GroupWatch] = []
+    cpus: list[CpuWatch] = []
     failed: list[Exception] = []
     try:
-        if payloads is not None:
-            deadline = time.monotonic() + timeout
-            while (any(w.complete_at is None for w in watches) and time.monotonic() < deadline
-                   and all(group.alive().values())):  # fmt: skip
-                time.sleep(0.1)
-            if watch.complete_at is None:
-                raise RuntimeError(f"the {workers} workers did not all get partitions in {timeout:.0f}s")
-            if any(w.complete_at is None for w in watches):
-                raise RuntimeError(f"the sink did not get partitions in {timeout:.0f}s")
+        if sink:
+            groups.append(start_services(group_settings, ("sink",), log_dir=log_dir))
+            watches.append(GroupWatch(group_settings, group_settings.sink_group, 1, time.monotonic()))
+            _wait_for(watches[-1], groups, timeout, "the sink did not get partitions")
+        if payloads is not None and ahead:
+            produce_encoded(group_settings, payloads)
+        start = time.monotonic()
+        # the launcher of driftctl run --workers streams=N: distinct worker ids and metrics ports
+        group = start_services(group_settings, ("streams",), log_dir=log_dir, workers={"streams": workers})
+        groups.append(group)
+        watch = GroupWatch(group_settings, group_settings.app_id, workers, start)
+        watches.append(watch)
+        cpus.append(CpuWatch([p.pid for p in group.procs.values()], start))  # the workers'
+        if sink:
+            cpus.append(CpuWatch([groups[0].procs["sink"].pid], start))  # the sink's
+        if payloads is not None and not ahead:
+            _wait_for(watch, groups, timeout, f"the {workers} workers did not all get partitions")
 
             def produce() -> None:
                 try:
@@ -228,20 +236,19 @@ def measure_workers(
             threading.Thread(target=produce, daemon=True).start()  # beside the watch, so the first commits are seen
         samples = watch_commits(
             group_settings, group_settings.app_id, group_settings.topics.events, total,
-            lambda: all(group.alive().values()) and not failed, start=start, poll=poll_seconds, stall=timeout,
-            timeout=timeout,
+            lambda: _alive(groups) and not failed, start=start, poll=poll_seconds,
+            stall=timeout, timeout=timeout,
         )  # fmt: skip
         if failed:
             raise RuntimeError(f"producing the bench events failed: {failed[0]}")
-        if not all(group.alive().values()):
-            raise RuntimeError(f"a streams worker exited early: {group.stop()}")
+        if not _alive(groups):
+            raise RuntimeError(f"a service exited early: {[g.stop() for g in groups]}")
     finally:
         for w in watches:
             w.stop()
-        cpu.stop()
-        if sink_cpu is not None:
-            sink_cpu.stop()
-        codes = group.stop()
+        for c in cpus:
+            c.stop()
+        codes = {name: code for g in groups for name, code in g.stop().items()}
         own_topics = group_settings.topics.all() if payloads is not None else []
         delete_topics(group_settings, own_topics + app_topics(group_settings))
     if not samples or samples[-1].committed < total:
@@ -258,16 +265,29 @@ def measure_workers(
         committed_before_complete=together[0].committed, assignment=watch.assignment,
     )  # fmt: skip
     t0 = result["startup_seconds"]
-    used = cpu.between(t0, result["total_seconds"])
+    used = cpus[0].between(t0, result["total_seconds"])
     result["cpu_seconds"] = used
     result["events_per_cpu_second"] = result["measured_events"] / used if used else None
-    if sink_cpu is not None:  # the sink's own CPU over the same window
-        result["sink_cpu_seconds"] = sink_cpu.between(t0, result["total_seconds"])
+    if sink:  # the sink's own CPU over the same window
+        result["sink_cpu_seconds"] = cpus[1].between(t0, result["total_seconds"])
     if log_dir is not None:
-        logs = {name: (log_dir / f"{name}.log").read_text() for name in group.procs}
+        logs = {name: (log_dir / f"{name}.log").read_text() for g in groups for name in g.procs}
         result["worker_seconds"] = {name: worker_seconds(text) for name, text in logs.items()}
         result["worker_events"] = {name: worker_events(text) for name, text in logs.items()}
     return result
+
+
+def _alive(groups: list[ServiceGroup]) -> bool:
+    return all(all(g.alive().values()) for g in groups)
+
+
+def _wait_for(watch: GroupWatch, groups: list[ServiceGroup], timeout: float, failure: str) -> None:
+    """Until ``watch``'s group is complete; ``failure`` if it is not in ``timeout`` or a service died."""
+    deadline = time.monotonic() + timeout
+    while watch.complete_at is None and time.monotonic() < deadline and _alive(groups):
+        time.sleep(0.1)
+    if watch.complete_at is None:
+        raise RuntimeError(f"{failure} in {timeout:.0f}s")
 
 
 def measure_worker_throughput(
@@ -340,8 +360,10 @@ def compare_throughput(
         plain_once()
         for r in range(rounds):
             for n, runs in by_workers.items():
+                # one worker reads events produced ahead, as the plain loop does; more would give
+                # the first to join a head start, so theirs come once all hold partitions
                 runs.append(measure_workers(run, total, n, timeout=timeout, log_dir=log_dir / f"r{r}w{n}",
-                                            payloads=payloads))  # fmt: skip
+                                            payloads=payloads, ahead=n == 1))  # fmt: skip
                 if n == 1 and sink:
                     with_sink.append(measure_workers(run, total, 1, timeout=timeout, log_dir=log_dir / f"r{r}sink",
                                                      payloads=payloads, sink=True))  # fmt: skip
