@@ -47,6 +47,7 @@ from runtime import metrics
 from runtime.kafka import usable
 from runtime.kafka_logs import kafka_log_config
 from schemas.errors import ConfigError, DriftError
+from schemas.event_columns import warm_up
 from schemas.events import EventLimits
 from schemas.settings import Settings
 from streams.changelog import SnapshotTable, read_changelog, state_key, state_topic
@@ -101,6 +102,9 @@ class StreamsApp:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._ensure_topics()
+        t0 = time.monotonic()
+        warm_up()  # the columnar decoder, compiled or loaded from numba's cache
+        log.info("columnar event decoder ready in %.1fs", time.monotonic() - t0)
         self.producer = Producer(
             self.settings.producer_config(**{"message.max.bytes": 16 * 1024 * 1024, **kafka_log_config(log)})
         )

@@ -51,33 +51,42 @@ class Column:
 
 def new_events(last_offset: dict[tuple[str, int], int], items: Sequence[tuple[dict, str, int, int]], idx: list[int]
                ) -> tuple[list[dict[str, Any]], list[int], list[RawPosition]]:
-    """The slice's events at ``idx`` not applied yet (a replay after a restore repeats some:
-    state must not count them twice), their batch indices and positions; ``last_offset``
-    moves past them.
+    """The slice's events at ``idx`` not applied yet, their batch indices and positions
+    (:func:`new_positions`); ``last_offset`` moves past them."""
+    rows = list(map(items.__getitem__, idx))
+    events, topics, partitions, offsets = zip(*rows)
+    kept, E, P = new_positions(last_offset, idx, topics, partitions, offsets, list(map(_EVENT_TIME, events)))
+    return (list(events) if kept is None else [events[j] for j in kept]), E, P
+
+
+def new_positions(last_offset: dict[tuple[str, int], int], idx: list[int], topics: Sequence[str],
+                  partitions: Sequence[int], offsets: Sequence[int], times: Sequence[int]
+                  ) -> tuple[list[int] | None, list[int], list[RawPosition]]:
+    """Which of a slice's events (batch indices ``idx``, with their topics, partitions,
+    offsets and event times) are not applied yet (a replay after a restore repeats some:
+    state must not count them twice): (their indices into ``idx``, or None for all; their
+    batch indices; their positions). ``last_offset`` moves past them.
 
     Positions are plain tuples, not Positions: the channels keep 1024 of them each, and
     plain tuples pickle in C, which keeps snapshots cheap. Usually a slice's events of a
     batch come from one partition in offset order, all new: then in a few C-level passes.
     """
-    rows = list(map(items.__getitem__, idx))
-    all_events, topics, partitions, offsets = zip(*rows)
+    n = len(idx)
     where = (topics[0], partitions[0])
-    if (offsets[0] > last_offset.get(where, -1) and topics.count(where[0]) == len(rows)
-            and partitions.count(where[1]) == len(rows) and all(map(lt, offsets, islice(offsets, 1, None)))):
+    if (offsets[0] > last_offset.get(where, -1) and topics.count(where[0]) == n
+            and partitions.count(where[1]) == n and all(map(lt, offsets, islice(offsets, 1, None)))):
         last_offset[where] = offsets[-1]
-        events = list(all_events)
-        times = map(_EVENT_TIME, events)
-        return events, idx, list(zip(repeat(where[0]), repeat(where[1]), offsets, times))
-    events, E, P = [], [], []
-    for e, (event, topic, partition, offset) in zip(idx, rows):
+        return None, idx, list(zip(repeat(where[0]), repeat(where[1]), offsets, times))
+    kept, E, P = [], [], []
+    for j, (e, topic, partition, offset, time) in enumerate(zip(idx, topics, partitions, offsets, times)):
         where = (topic, partition)
         if offset <= last_offset.get(where, -1):
             continue
         last_offset[where] = offset
-        events.append(event)
+        kept.append(j)
         E.append(e)
-        P.append((topic, partition, offset, event["event_time"]))
-    return events, E, P
+        P.append((topic, partition, offset, time))
+    return kept, E, P
 
 
 def columns(rows: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:

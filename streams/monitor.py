@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.event_columns import EventColumns
 from streams.batch import run_group
 from streams.channel import Channel, new_channel
 from streams.collect import (
@@ -52,6 +53,7 @@ from streams.collect import (
     error_inputs,
     label_inputs,
     new_events,
+    new_positions,
     numeric_inputs,
 )
 from streams.detectors import Detector
@@ -62,6 +64,9 @@ from streams.state import FEED_ORDER, GROUP_CHANNELS, LABEL_GROUP, Group, SliceS
 # None: the feature is ignored
 ChannelPlan = Callable[[str, str, "str | None"], "dict[str, tuple[Detector, int]] | None"]
 Item = tuple[dict[str, Any], str, int, int]  # (decoded event, topic, partition, offset)
+# a slice's new events of a batch: batch indices, positions, numeric and categorical columns
+# (name, values in event order; ABSENT where an event lacks it), labels, predictions
+SliceColumns = tuple[list[int], list[RawPosition], list[tuple[str, list]], list[tuple[str, list]], list, list]
 CATEGORICAL_RANK, LABEL_RANK, ERROR_RANK = 1 << 20, 2 << 20, 3 << 20  # after any numeric feature's rank
 
 
@@ -170,6 +175,36 @@ class Monitor:
                 by_slice[key] = [e]
             else:
                 idx.append(e)
+
+        def slice_columns(st: SliceState, idx: list[int]) -> SliceColumns | None:
+            events, E, P = new_events(st.last_offset, items, idx)
+            if not events:
+                return None
+            return (E, P, columns([ev["features"] for ev in events]),
+                    columns([ev.get("categorical") or {} for ev in events]),
+                    [ev.get("label") for ev in events], [ev.get("prediction") for ev in events])  # fmt: skip
+
+        return self._observe_slices(by_slice, slice_columns, now_ms)
+
+    def observe_columns(self, cols: EventColumns, topics: Sequence[str], partitions: Sequence[int],
+                        offsets: Sequence[int], now_ms: int) -> BatchOutput:
+        """:meth:`observe_batch` of a batch decoded into columns (schemas.event_columns):
+        the same records, without a dict per event."""
+
+        def slice_columns(st: SliceState, idx: list[int]) -> SliceColumns | None:
+            kept, E, P = new_positions(st.last_offset, idx, list(map(topics.__getitem__, idx)),
+                                       list(map(partitions.__getitem__, idx)), list(map(offsets.__getitem__, idx)),
+                                       list(map(cols.times.__getitem__, idx)))  # fmt: skip
+            rows = idx if kept is None else [idx[j] for j in kept]
+            if not rows:
+                return None
+            return E, P, cols.numeric(rows), cols.categorical(rows), cols.labels(rows), cols.predictions(rows)
+
+        return self._observe_slices(cols.by_slice(), slice_columns, now_ms)
+
+    def _observe_slices(self, by_slice: dict[tuple[str, str], list[int]],
+                        slice_columns: Callable[[SliceState, list[int]], SliceColumns | None], now_ms: int
+                        ) -> BatchOutput:
         out = BatchOutput()
         alerts: list[tuple[tuple[int, int, int], dict[str, Any]]] = []
         stats: list[tuple[tuple[int, int], dict[str, Any]]] = []
@@ -177,7 +212,9 @@ class Monitor:
             out.last[key] = idx[-1]
             try:
                 st = out.states[key] = self.state(*key)
-                self._slice_batch(st, items, idx, now_ms, alerts, stats)
+                found = slice_columns(st, idx)
+                if found is not None:
+                    self._slice_batch(st, *found, now_ms, alerts, stats)
             except Exception as exc:  # noqa: BLE001 - one slice's failure must not stop the others
                 out.failed.append((idx, exc))
         alerts.sort(key=lambda a: a[0])
@@ -186,16 +223,14 @@ class Monitor:
         out.stats = [s for _, s in stats]
         return out
 
-    def _slice_batch(self, st: SliceState, items: Sequence[Item], idx: list[int], now_ms: int,
+    def _slice_batch(self, st: SliceState, E: list[int], P: list[RawPosition], numeric: list[tuple[str, list]],
+                     categorical: list[tuple[str, list]], ys: list[Any], predictions: list[Any], now_ms: int,
                      alerts: list, stats: list) -> None:
-        events, E, P = new_events(st.last_offset, items, idx)
-        if not events:
-            return
-        st.events_since_snapshot += len(events)
-        st.events += len(events)
+        """One slice's new events of a batch, as columns: each group's channels through them."""
+        st.events_since_snapshot += len(E)
+        st.events += len(E)
         cfg = self.config
-        features = [ev["features"] for ev in events]
-        for rank, (name, values) in enumerate(columns(features)):
+        for rank, (name, values) in enumerate(numeric):
             try:
                 g = st.numeric[name]
             except KeyError:
@@ -205,15 +240,13 @@ class Monitor:
                 col = Column.of(values, E, P)
                 inputs = numeric_inputs(g, col, cfg.stats_every_events, cfg.range_reference, cfg.range_margin, points)
                 self._run(st, g, rank, inputs, points, now_ms, alerts, stats)
-        cats = [ev.get("categorical") or {} for ev in events]
-        for rank, (name, values) in enumerate(columns(cats), CATEGORICAL_RANK):
+        for rank, (name, values) in enumerate(categorical, CATEGORICAL_RANK):
             try:
                 g = st.categorical[name]
             except KeyError:
                 g = st.categorical[name] = self._new_group(st.model, "categorical", name)
             if g is not None:
                 self._run(st, g, rank, categorical_inputs(g, Column.of(values, E, P)), [], now_ms, alerts, stats)
-        ys = [ev.get("label") for ev in events]
         if None in ys:
             ys = [ABSENT if y is None else y for y in ys]
         labels = Column.of(ys, E, P)
@@ -223,7 +256,6 @@ class Monitor:
             st.label = self._new_group(st.model, "label", LABEL_GROUP)
         if st.label is not None:
             self._run(st, st.label, LABEL_RANK, label_inputs(st.label, labels), [], now_ms, alerts, stats)
-        predictions = [ev.get("prediction") for ev in events]
         if ABSENT in ys or None in predictions:  # the events with both
             keep = [j for j, (y, p) in enumerate(zip(ys, predictions)) if y is not ABSENT and p is not None]
             if not keep:

@@ -17,8 +17,9 @@ from typing import NamedTuple
 
 from schemas.codec import ALERT, DEAD_LETTER, EVENT, STAT
 from schemas.errors import SchemaError
+from schemas.event_columns import EventColumns, decode_columns
 from schemas.events import DEFAULT_LIMITS, EventLimits, check_limits, decode_event, decode_events
-from streams.monitor import Monitor
+from streams.monitor import Item, Monitor
 from streams.sources import Source
 from streams.state import SliceState
 
@@ -129,12 +130,15 @@ def handle_batch(
         out = Outgoing()
     batch = msgs if isinstance(msgs, Batch) else Batch.of(msgs)
     worker = monitor.config.worker_id
+    cols = None if sources else decode_columns(batch.values, limits)
+    if cols is not None:  # the usual batch: all sound events of a fixed feature set, read into columns
+        return _observed(monitor, batch, range(len(batch)), None, cols, now_ms, out)
     if sources:
         decoded = [_source_event(batch.message(i), sources, limits, out) for i in range(len(batch))]
     else:
         decoded = decode_events(batch.values, limits)
     origin: Sequence[int]  # the batch index of each item
-    if set(map(type, decoded)) <= {dict}:  # every message an event to monitor: the usual batch
+    if set(map(type, decoded)) <= {dict}:  # every message an event to monitor
         items = list(zip(decoded, batch.topics, batch.partitions, batch.offsets))
         origin = range(len(items))
     else:
@@ -153,8 +157,19 @@ def handle_batch(
             origin.append(i)
     if not items:
         return out
+    return _observed(monitor, batch, origin, items, None, now_ms, out)
+
+
+def _observed(monitor: Monitor, batch: Batch, origin: Sequence[int], items: list[Item] | None,
+              cols: EventColumns | None, now_ms: int, out: Outgoing) -> Outgoing:
+    """The monitor on the batch's events (``items``, or ``cols``), its records encoded into ``out``;
+    ``origin``: the batch index of each event."""
+    worker = monitor.config.worker_id
     try:
-        result = monitor.observe_batch(items, now_ms)
+        if cols is not None:
+            result = monitor.observe_columns(cols, batch.topics, batch.partitions, batch.offsets, now_ms)
+        else:
+            result = monitor.observe_batch(items, now_ms)
     except Exception as exc:  # noqa: BLE001 - the monitor itself failed: every event of the batch is a dead letter
         for i in origin:
             _failed(out, batch.message(i), exc, worker, now_ms)
@@ -165,7 +180,7 @@ def handle_batch(
             _failed(out, batch.message(origin[e]), exc, worker, now_ms)
     for key, last in sorted(result.last.items(), key=lambda kv: kv[1]):  # the last-updated slice last
         if key not in failed:
-            out.touched[key] = items[last][2]
+            out.touched[key] = batch.partitions[origin[last]]
             out.state = result.states[key]
     for codec, records, dest in ((ALERT, result.alerts, out.alerts), (STAT, result.stats, out.stats)):
         for record in records:
