@@ -11,7 +11,8 @@ commit is the checkpoint**. Detector state lives in memory per (model, slice). A
 checkpoint (every ``snapshot_every_events`` events of a slice, every
 ``snapshot_every_seconds``, right after an alert, on revocation and on clean shutdown)
 
-1. flushes the alerts, stats and dead letters produced so far,
+1. flushes the alerts, stats and dead letters produced so far (encoding the snapshots of
+   step 2 while they are on their way),
 2. writes a snapshot of every slice changed since its last one to a compacted changelog
    topic, co-partitioned with the events (the partition a slice's events come from), and
    flushes it,
@@ -200,8 +201,11 @@ class StreamsApp:
                    bridged: set[tuple[str, int]] = frozenset()) -> None:
         """Outputs durable, then changed slices' snapshots durable, then commit (see module doc)."""
         t0 = time.monotonic()
+        snapshots = self._snapshots(partitions)  # encoded while the outputs are on their way
         self._flush()
-        written = self._snapshot(partitions)
+        for home, name, blob in snapshots:
+            self._produce(self.state_topic, json.dumps(name).encode(), blob, partition=home)
+        written = len(snapshots)
         if written:
             self._flush()
         if partitions is None:
@@ -217,8 +221,9 @@ class StreamsApp:
             self.failed = True
             raise DeliveryFailed(f"{remaining} records undelivered; errors: {self._failures[:3]}")
 
-    def _snapshot(self, partitions: set[int] | None) -> int:
-        written = 0
+    def _snapshots(self, partitions: set[int] | None) -> list[tuple[int, str, bytes]]:
+        """(changelog partition, key, snapshot) of each changed slice (of ``partitions``), kept in the table."""
+        out = []
         for st in list(dirty(self.monitor)):
             key = (st.model, st.slice)
             home = self.policy.home.get(key, 0) % self._state_partitions
@@ -228,9 +233,8 @@ class StreamsApp:
             blob = encode_state(st)
             name = state_key(*key)
             self.table.put(home, name, blob)
-            self._produce(self.state_topic, json.dumps(name).encode(), blob, partition=home)
-            written += 1
-        return written
+            out.append((home, name, blob))
+        return out
 
     def _evict(self, now: float) -> None:
         idle = self.policy.idle(now)
