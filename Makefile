@@ -36,6 +36,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $@.next
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install $(PIP_ARGS) -e '.[$(EXTRAS)]'
+	@# compile the streams worker's columnar decoder into numba's cache once (about 8 s)
+	$(BIN)/python -c "from schemas.event_columns import warm_up; warm_up()"
 	@mv $@.next $@
 
 setup: $(STAMP)

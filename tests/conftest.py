@@ -45,6 +45,9 @@ def kafka_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSes
     from deploy.broker import LocalBroker, free_port
     from runtime.topics import delete_topics, ensure_topics
 
+    from schemas.event_columns import warm_up
+
+    warm_up()  # the streams workers started by the tests load the compiled decoder from numba's cache
     prefix = f"t{uuid.uuid4().hex[:10]}"
     run_dir = tmp_path_factory.mktemp("run")
     broker = None
