@@ -144,7 +144,8 @@ def format_summary(result: dict[str, Any]) -> str:
         rows.append((label, rate, "; ".join(x for x in notes if x)))
         if n == "1" and "sink_cost" in result:
             runs = result["runs"]["with_sink"]
-            notes = [f"{result['sink_cost']:.0%} below the worker alone (median of the rounds)"]
+            cost = result["sink_cost"]
+            notes = [f"{abs(cost):.0%} {'below' if cost >= 0 else 'above'} the worker alone (median of the rounds)"]
             if len(runs) > 1:
                 notes.append(f"runs {listed([r['events_per_second'] for r in runs])}")
             if "sink_cpu_seconds" in result:

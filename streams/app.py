@@ -39,7 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from operator import itemgetter, methodcaller
+from operator import methodcaller
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
@@ -355,19 +355,18 @@ class StreamsApp:
         create_topics(self.settings, [spec])
 
 
-_KEY, _VALUE, _TOPIC, _PARTITION, _OFFSET, _TIMESTAMP, _ERROR = map(
-    methodcaller, ("key", "value", "topic", "partition", "offset", "timestamp", "error")
-)
-_SECOND, _NEXT = itemgetter(1), (1).__add__
+_VALUE, _TOPIC, _PARTITION, _OFFSET, _ERROR = map(methodcaller, ("value", "topic", "partition", "offset", "error"))
+_NEXT = (1).__add__
 
 
 def kafka_batch(msgs: list[KafkaMessage]) -> Batch:
     """confluent-kafka messages as a :class:`Batch`, in C-level passes (a Python step per
-    message cost 7% of the worker); events, and errors ``usable`` lets through, are kept."""
+    message cost 7% of the worker; keys and timestamps are read only for a dead letter);
+    events, and errors ``usable`` lets through, are kept."""
     if any(map(_ERROR, msgs)):
         msgs = [m for m in msgs if m.error() is None or usable(m, log)]
-    return Batch(list(map(_KEY, msgs)), list(map(_VALUE, msgs)), list(map(_TOPIC, msgs)),
-                 list(map(_PARTITION, msgs)), list(map(_OFFSET, msgs)), list(map(_SECOND, map(_TIMESTAMP, msgs))))
+    return Batch(None, list(map(_VALUE, msgs)), list(map(_TOPIC, msgs)), list(map(_PARTITION, msgs)),
+                 list(map(_OFFSET, msgs)), None, raw=msgs)
 
 
 def check_source_partitions(counts: dict[str, int], events_topic: str, sources: Iterable[str]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from schemas.codec import ALERT, DEAD_LETTER, EVENT, STAT
 from schemas.errors import SchemaError
@@ -56,14 +56,15 @@ class Message(NamedTuple):
 class Batch:
     """A batch of messages as columns, so the worker builds it from Kafka in a few C-level
     passes (``streams.app.kafka_batch``) instead of a tuple per message; :meth:`message`
-    gives one back as a :class:`Message` (for a dead letter)."""
+    gives one back as a :class:`Message` (for a dead letter). Keys and timestamps serve dead
+    letters only: with ``raw`` (the client's messages) they are read from it when asked for."""
 
-    __slots__ = ("keys", "offsets", "partitions", "timestamps", "topics", "values")
+    __slots__ = ("_keys", "_raw", "_timestamps", "offsets", "partitions", "topics", "values")
 
-    def __init__(self, keys: list[bytes | None], values: list[bytes | None], topics: list[str],
-                 partitions: list[int], offsets: list[int], timestamps: list[int | None]):
-        self.keys, self.values, self.topics = keys, values, topics
-        self.partitions, self.offsets, self.timestamps = partitions, offsets, timestamps
+    def __init__(self, keys: list[bytes | None] | None, values: list[bytes | None], topics: list[str],
+                 partitions: list[int], offsets: list[int], timestamps: list[int | None] | None, raw: Any = None):
+        self._keys, self.values, self.topics = keys, values, topics
+        self.partitions, self.offsets, self._timestamps, self._raw = partitions, offsets, timestamps, raw
 
     @classmethod
     def of(cls, msgs: Iterable[Message]) -> Batch:
@@ -74,8 +75,11 @@ class Batch:
         return len(self.values)
 
     def message(self, i: int) -> Message:
-        return Message(self.keys[i], self.values[i], self.topics[i], self.partitions[i], self.offsets[i],
-                       self.timestamps[i])
+        if self._raw is not None:
+            key, timestamp = self._raw[i].key(), self._raw[i].timestamp()[1]
+        else:
+            key, timestamp = self._keys[i], self._timestamps[i]
+        return Message(key, self.values[i], self.topics[i], self.partitions[i], self.offsets[i], timestamp)
 
 
 MAX_DEAD_LETTER_VALUE = 900_000  # with the envelope, under the broker's default 1 MB message limit

@@ -44,7 +44,6 @@ class KafkaSession:
 def kafka_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSession]:
     from deploy.broker import LocalBroker, free_port
     from runtime.topics import delete_topics, ensure_topics
-
     from schemas.event_columns import warm_up
 
     warm_up()  # the streams workers started by the tests load the compiled decoder from numba's cache
