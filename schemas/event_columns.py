@@ -21,6 +21,7 @@ and then compared byte for byte, so a collision sends the batch to the slow path
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
@@ -301,9 +302,13 @@ def _numbers_within(top: float, num: np.ndarray, num_null: np.ndarray, pred: np.
     with np.errstate(invalid="ignore"):
         features_ok = bool(np.all(num_null | np.isnan(num) | (np.abs(num) <= top)))
         pred_ok = bool(np.all(pred_null | (np.abs(pred) <= top)))
-        label_ok = bool(np.all(((label_kind != 1) | (np.abs(label_int.astype(np.float64)) <= top))
-                               & ((label_kind != 2) | (np.abs(label_dbl) <= top))))  # fmt: skip
-    return features_ok and pred_ok and label_ok
+        doubles_ok = bool(np.all((label_kind != 2) | (np.abs(label_dbl) <= top)))
+    if top >= 2.0**63:  # every int64 label is within
+        ints_ok = True
+    else:  # compared as integers, as Python compares an int label with the float limit (no rounding)
+        bound = math.floor(top)
+        ints_ok = bool(np.all((label_kind != 1) | ((label_int <= bound) & (label_int >= -bound))))
+    return features_ok and pred_ok and doubles_ok and ints_ok
 
 
 def _strings(buf: np.ndarray, spans: np.ndarray, hashes: np.ndarray, unique: bool = False) -> Any:

@@ -239,3 +239,23 @@ def test_a_stream_through_the_columns_makes_the_records_and_state_of_the_event_p
             sorted(b.numeric),
             sorted(b.categorical),
         )
+
+
+def test_int_labels_are_held_to_a_lower_limit_exactly():
+    """An int label just above a custom limit: refused as the event path refuses it (no float rounding)."""
+    from schemas.events import EventLimits
+
+    def int_label(value: int) -> bytes:  # the label's int branch with a varint beyond 32 bits
+        zigzag, varint = (value << 1) ^ (value >> 63), bytearray()
+        while zigzag > 0x7F:
+            varint.append((zigzag & 0x7F) | 0x80)
+            zigzag >>= 7
+        varint.append(zigzag)
+        return _event(label=1)[:-3] + b"\x02" + bytes(varint) + b"\x00"
+
+    limits = EventLimits(max_abs_value=float(2**53))
+    for label, taken in ((2**53, True), (2**53 + 1, False), (-(2**53) - 1, False), (-(2**53), True)):
+        values = [_event(), int_label(label)]
+        assert decode_events(values)[1]["label"] == label
+        assert (decode_columns(values, limits) is not None) is taken, label
+        assert isinstance(decode_events(values, limits)[1], dict) is taken, label
