@@ -122,8 +122,7 @@ def _decode(buf, starts, ends, n_num, n_cat):
         ok &= g and e > s
         spans[r, 2], spans[r, 3], hashes[r, 1] = s, e, h
         if not ok:
-            return False, etime, spans, hashes, num, num_null, cat, cat_hash, cat_null, pred, pred_null, \
-                label_kind, label_int, label_dbl, names
+            break
         for part in range(2):  # the numeric map, then the categorical one: one block of known size each
             want = n_num if part == 0 else n_cat
             cnt, i, g = _long(buf, i, end)
@@ -210,19 +209,13 @@ _HEADER, _BODY = itemgetter(slice(None, HEADER_LEN)), itemgetter(slice(HEADER_LE
 class EventColumns:
     """A batch's events as arrays; each slice's columns as the lists its channels take."""
 
-    def __init__(self, keys: list[tuple[str, str]], first: dict[tuple[str, str], list[int]], times: list[int],
-                 numeric: tuple[list[str], np.ndarray, np.ndarray], categorical: tuple[list[str], np.ndarray, np.ndarray],
+    def __init__(self, by_slice: dict[tuple[str, str], list[int]], times: list[int],
+                 numeric: tuple[list[str], np.ndarray, np.ndarray], categorical: tuple[list[str], np.ndarray, list],
                  labels: list[Any], predictions: list[float | None]):
-        self.keys, self.times, self._by_slice = keys, times, first
+        self.by_slice = by_slice  # (model, slice) -> its events' batch indices, slices in first-seen order
+        self.times = times
         self._numeric, self._categorical = numeric, categorical
         self._labels, self._predictions = labels, predictions
-
-    def __len__(self) -> int:
-        return len(self.times)
-
-    def by_slice(self) -> dict[tuple[str, str], list[int]]:
-        """(model, slice) -> its events' batch indices, slices in first-seen order."""
-        return self._by_slice
 
     def numeric(self, rows: list[int]) -> list[tuple[str, list[float | None]]]:
         """Each numeric feature's values at ``rows`` (None: null), in the events' key order."""
@@ -272,10 +265,13 @@ def decode_columns(values: Sequence[bytes | None], limits: Any) -> EventColumns 
     models, slices = _strings(buf, spans[:, 0:2], hashes[:, 0]), _strings(buf, spans[:, 2:4], hashes[:, 1])
     if models is None or slices is None:
         return None
-    keys = list(zip(models, slices))
-    by_slice: dict[tuple[str, str], list[int]] = {key: [] for key in dict.fromkeys(keys)}
-    for e, key in enumerate(keys):
-        by_slice[key].append(e)
+    by_slice: dict[tuple[str, str], list[int]] = {}
+    for e, key in enumerate(zip(models, slices)):
+        idx = by_slice.get(key)
+        if idx is None:
+            by_slice[key] = [e]
+        else:
+            idx.append(e)
     feature_names = [bytes(buf[s:e]).decode("ascii") for s, e in names.tolist()]
     if feature_names != [*first["features"], *first["categorical"]]:
         return None
@@ -292,7 +288,7 @@ def decode_columns(values: Sequence[bytes | None], limits: Any) -> EventColumns 
         pred_list[r] = None
     labels = [None if k == 0 else (i if k == 1 else d)
               for k, i, d in zip(label_kind.tolist(), label_int.tolist(), label_dbl.tolist())]  # fmt: skip
-    return EventColumns(keys, by_slice, times.tolist(), (feature_names[:n_num], num[:, :n_num], num_null[:, :n_num]),
+    return EventColumns(by_slice, times.tolist(), (feature_names[:n_num], num[:, :n_num], num_null[:, :n_num]),
                         (feature_names[n_num:], codes, table), labels, pred_list)  # fmt: skip
 
 
@@ -318,8 +314,6 @@ def _strings(buf: np.ndarray, spans: np.ndarray, hashes: np.ndarray, unique: boo
     if not _all_same(buf, spans, spans[first][inverse]):
         return None
     texts = [bytes(buf[s:e]).decode("ascii") for s, e in spans[first].tolist()]
-    if len(set(texts)) != len(texts):  # cannot be: one string, one hash
-        return None
     if unique:
         return texts, inverse
     return [texts[i] for i in inverse.tolist()]

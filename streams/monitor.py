@@ -200,7 +200,7 @@ class Monitor:
                 return None
             return E, P, cols.numeric(rows), cols.categorical(rows), cols.labels(rows), cols.predictions(rows)
 
-        return self._observe_slices(cols.by_slice(), slice_columns, now_ms)
+        return self._observe_slices(cols.by_slice, slice_columns, now_ms)
 
     def _observe_slices(self, by_slice: dict[tuple[str, str], list[int]],
                         slice_columns: Callable[[SliceState, list[int]], SliceColumns | None], now_ms: int

@@ -59,7 +59,7 @@ def _by_columns(values: list[bytes]):
     if cols is None:
         return None
     return {key: (rows, [cols.times[r] for r in rows], cols.numeric(rows), cols.categorical(rows), cols.labels(rows),
-                  cols.predictions(rows)) for key, rows in cols.by_slice().items()}  # fmt: skip
+                  cols.predictions(rows)) for key, rows in cols.by_slice.items()}  # fmt: skip
 
 
 def _assert_alike(values: list[bytes]) -> bool:
